@@ -1,0 +1,139 @@
+"""Image and mask I/O: frames, DAVIS annotations, palette PNGs, atomic writes.
+
+Masks are ``uint8`` arrays ``[H, W]`` of object ids (0 = background). Two on-disk formats are
+read, as the official DAVIS releases store them:
+
+* DAVIS-2016: single-object binary PNGs, 0 = background, 255 = object (read as ids 0/1);
+* DAVIS-2017 / YouTube-VOS: palette ("P" mode) PNGs whose indices are the object ids
+  1..N; 255 marks void pixels (kept as 255, ignored by the metrics).
+
+Predictions are written as palette PNGs with the DAVIS colour palette, so that they open with
+colours in any viewer and read back as ids.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+#: Id of void pixels in DAVIS-2017 annotations.
+VOID_ID = 255
+
+
+def davis_palette() -> np.ndarray:
+    """The DAVIS / PASCAL VOC colour palette, ``[256, 3]`` uint8 (index 0 black, 1 red, ...).
+
+    Same bit-interleaving construction as the official DAVIS and PASCAL VOC tools.
+    """
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(256):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+DAVIS_PALETTE = davis_palette()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Write a file atomically: ``write(tmp_path)`` fills a temporary file in the same folder,
+    which is then renamed over ``path``, so readers never see a half-written file.
+
+    The parent folder is created. On error the temporary file is removed and the error re-raised.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_frame(path: str | os.PathLike) -> np.ndarray:
+    """Read an RGB frame, ``[H, W, 3]`` uint8.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be decoded as an image (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"frame not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as exc:  # PIL raises several types for corrupt files
+        raise ValueError(f"cannot decode image {path}: {exc}") from exc
+
+
+def read_mask(path: str | os.PathLike, *, binary: bool = False) -> np.ndarray:
+    """Read an annotation or prediction as object ids, ``[H, W]`` uint8.
+
+    Args:
+        path: a PNG. Palette ("P") PNGs give their indices; greyscale PNGs give their values.
+        binary: DAVIS-2016 mode: every non-zero value (255 in the official files) is object 1.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a single-channel or palette image (names the file and mode).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in ("P", "L", "1", "I;16", "I"):
+                raise ValueError(f"{path}: mask must be a palette or greyscale PNG, got mode {mode}")
+            arr = np.asarray(im)
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"cannot decode mask {path}: {exc}") from exc
+    if binary:
+        return (arr > 0).astype(np.uint8)
+    if arr.max(initial=0) > 255:
+        raise ValueError(f"{path}: object ids must be < 256, found {int(arr.max())}")
+    return arr.astype(np.uint8)
+
+
+def write_palette_png(path: str | os.PathLike, ids: np.ndarray) -> None:
+    """Write object ids ``[H, W]`` (uint8) as a palette PNG with the DAVIS palette, atomically.
+
+    Raises:
+        ValueError: ``ids`` is not 2-D or has values outside 0..255.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"{path}: ids must be [H, W], got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() > 255):
+        raise ValueError(f"{path}: ids must be in 0..255")
+    im = Image.fromarray(ids.astype(np.uint8), mode="P")
+    im.putpalette(DAVIS_PALETTE.ravel().tolist())
+    atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
+
+
+def overlay(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the DAVIS colours of ``ids`` ``[H, W]`` over ``frame`` ``[H, W, 3]`` uint8.
+
+    Background (0) pixels are left as they are; object pixels get ``alpha`` of their colour.
+    Returns ``[H, W, 3]`` uint8.
+    """
+    out = frame.astype(np.float32).copy()
+    fg = ids > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * DAVIS_PALETTE[ids[fg]].astype(np.float32)
+    return out.round().clip(0, 255).astype(np.uint8)
