@@ -1,0 +1,16 @@
+"""hvc: self-supervised training of the HVC correspondence encoder (no labels).
+
+Modules (each importable on its own; importing :mod:`hvc` itself loads nothing heavy):
+
+* :mod:`hvc.backbone`   -- ResNet-18 with output stride 8 (training: layer4, inference: layer3).
+* :mod:`hvc.model`      -- online / EMA target encoders, projector, predictor, flow head.
+* :mod:`hvc.loss`       -- the hybrid (spatial + temporal) loss, sparse and dense forms.
+* :mod:`hvc.data`       -- coordinate-aware crops, video-frame and static-image datasets.
+* :mod:`hvc.train`      -- ``python -m hvc.train``: the training loop (AMP, logging, resume).
+* :mod:`hvc.checkpoint` -- atomic checkpoint writing and loading.
+* :mod:`hvc.export`     -- ``python -m hvc.export``: the online encoder for label propagation.
+
+See ``/work/shared/docs/HVC_METHOD.md`` (sections 1-4) for the method these implement.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,214 @@
+"""Frame encoders for inference: ResNet-18 (stride 8, layer3) from our trainer, an official HVC
+release, or random initialisation; optionally merged with a MoCo-v1 ResNet-50.
+
+HVC's test-time embedding (HVC_METHOD.md section 5): ``h = L2(R18-layer3(x))`` (256 channels),
+optionally ``m = L2(R50-layer3(x))`` (1024 channels), merged as ``e = L2(concat(lambda*h, m))``
+with ``lambda = 1.05``. Frames are full resolution, ImageNet mean/std normalised.
+
+Loading is strict: a state dict whose keys do not match the network is an error that names the
+missing and unexpected keys (the public reference silently loads what matches, which turns a
+wrong file into a random encoder; HVC_METHOD.md section 7, bug 6).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models import resnet50
+
+from hvc.backbone import ResNetStride8, _set_stride_one
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``format`` tag of the encoder files written by ``python -m hvc.export``.
+EXPORT_FORMAT = "hvc-encoder-v1"
+#: HVC's weight of the ResNet-18 features in the merged embedding.
+MERGE_LAMBDA = 1.05
+
+
+class CheckpointError(ValueError):
+    """A weights file does not hold what the encoder needs (the message names the file)."""
+
+
+class ResNet50Layer3(nn.Module):
+    """Torchvision ResNet-50 cut after layer3, layer3 stride 1: ``[N, 3, H, W] -> [N, 1024, H/8, W/8]``."""
+
+    def __init__(self):
+        super().__init__()
+        net = resnet50(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+        _set_stride_one(self.layer3)
+        self.out_channels = 1024
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+class FrameEncoder(nn.Module):
+    """Frames to L2-normalised features.
+
+    Args:
+        encoder: the main network, ``[N, 3, H, W] -> [N, C, h, w]``.
+        second: optional second network (MoCo-v1 ResNet-50), merged as
+            ``L2(concat(merge_lambda * L2(encoder(x)), L2(second(x))))``.
+        merge_lambda: weight of the main features in the merge (HVC: 1.05).
+
+    Input of :meth:`forward`: ``[N, 3, H, W]`` uint8 RGB or float in [0, 1]; output
+    ``[N, C, ceil(H/8), ceil(W/8)]`` float32, unit L2 norm over C. Always in eval mode.
+    """
+
+    def __init__(self, encoder: nn.Module, second: nn.Module | None = None, merge_lambda: float = MERGE_LAMBDA):
+        super().__init__()
+        self.encoder, self.second, self.merge_lambda = encoder, second, merge_lambda
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FrameEncoder":  # inference only: BN stats stay frozen
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.float()
+        if frames.dtype == torch.uint8:
+            x = x / 255.0
+        x = (x - self.mean) / self.std
+        h = F.normalize(self.encoder(x), dim=1)
+        if self.second is None:
+            return h
+        m = F.normalize(self.second(x), dim=1)
+        return F.normalize(torch.cat([self.merge_lambda * h, m], dim=1), dim=1)
+
+    @torch.no_grad()
+    def encode_frame(self, frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One ``[H, W, 3]`` uint8 RGB frame to features ``[C, h, w]`` on ``device``."""
+        x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).unsqueeze(0)
+        return self(x)[0]
+
+
+def _load_file(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
+
+
+def _strict_load(net: nn.Module, state: dict, path: Path, *, ignore_prefixes: tuple[str, ...]) -> None:
+    """Load ``state`` into ``net``; keys under ``ignore_prefixes`` (layers the net does not
+    build) are dropped, BN ``num_batches_tracked`` counters may be absent; anything else
+    missing or unexpected raises :class:`CheckpointError`."""
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    expected = net.state_dict().keys()
+    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: state dict does not match {type(net).__name__}: "
+            f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
+            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})"
+        )
+    net.load_state_dict(state, strict=False)
+
+
+def load_resnet18(path: str | os.PathLike) -> ResNetStride8:
+    """Inference ResNet-18 (layer3, stride 8) from a weights file.
+
+    Accepts a file written by ``python -m hvc.export`` (``{"format": "hvc-encoder-v1",
+    "state_dict": ...}``) or a plain torchvision-layout ResNet-18 state dict (the official HVC
+    release encoders, ``core/convert_pretrain.py`` output). ``layer4.*`` and ``fc.*`` keys are
+    ignored (the inference network stops at layer3).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not loadable, a raw training checkpoint, or keys do not match.
+    """
+    path = Path(path)
+    obj = _load_file(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
+    if obj.get("format") == EXPORT_FORMAT:
+        state = obj["state_dict"]
+    elif "model" in obj or "optimizer" in obj:
+        raise CheckpointError(
+            f"{path}: this is a training checkpoint, not an encoder; export it first with "
+            f"`python -m hvc.export {path} checkpoints/NAME.pth`"
+        )
+    else:
+        state = obj
+    net = ResNetStride8("layer3")
+    _strict_load(net, state, path, ignore_prefixes=("layer4.", "fc."))
+    return net.eval()
+
+
+def load_mocov1(path: str | os.PathLike) -> ResNet50Layer3:
+    """MoCo-v1 ResNet-50 (``module.encoder_q.*`` keys; the official release's ``state_dict``
+    entry or a bare state dict) cut after layer3 with stride 1 (1024 channels).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not loadable or keys do not match.
+    """
+    path = Path(path)
+    obj = _load_file(path)
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a MoCo checkpoint dict")
+    prefix = "module.encoder_q."
+    if not any(k.startswith(prefix) for k in state):
+        raise CheckpointError(f"{path}: no '{prefix}*' keys: not a MoCo-v1 checkpoint")
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    net = ResNet50Layer3()
+    _strict_load(net, state, path, ignore_prefixes=("layer4.", "fc."))
+    return net.eval()
+
+
+def random_resnet18(seed: int = 0) -> ResNetStride8:
+    """The baseline: torchvision's default initialisation of ResNet-18 (layer3, stride 8), seeded."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return ResNetStride8("layer3").eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def resolve_model(model: str, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path | None:
+    """``random`` -> None; a path to an existing file -> that path; else ``checkpoints/MODEL.pth``.
+
+    Raises:
+        FileNotFoundError: the resolved file does not exist (names it).
+    """
+    if model == "random":
+        return None
+    as_path = Path(model)
+    if as_path.suffix in (".pth", ".pt", ".tar") and as_path.is_file():
+        return as_path
+    path = Path(checkpoints_dir) / f"{model}.pth"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model {model!r}: {path} not found (train and export one, or use 'random')"
+        )
+    return path
+
+
+def build_encoder(model: str, *, checkpoints_dir: str | os.PathLike = "checkpoints",
+                  moco: str | os.PathLike | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu") -> FrameEncoder:
+    """The inference encoder for ``model`` (``random`` or a checkpoint name/path), optionally
+    merged with a MoCo-v1 ResNet-50 file, in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`resolve_model` and the loaders.
+    """
+    path = resolve_model(model, checkpoints_dir)
+    net = random_resnet18(seed) if path is None else load_resnet18(path)
+    second = load_mocov1(moco) if moco is not None else None
+    return FrameEncoder(net, second).to(device)
