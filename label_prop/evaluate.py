@@ -1,0 +1,239 @@
+"""Score predicted masks on a DAVIS benchmark: J, F and J&F, as the official DAVIS evaluation.
+
+Usage::
+
+    python -m label_prop.evaluate MODEL BENCHMARK [--sequences a,b] [--results-dir results]
+        [--data-root PATH] [--overwrite]
+
+Predictions are palette PNGs ``<results-dir>/MODEL/BENCHMARK/<sequence>/<frame>.png``, one per
+frame, named as the JPEG frames. The ground truth comes from the benchmark (see
+:mod:`label_prop.datasets`); only benchmarks with ground truth for every frame can be scored.
+
+Two CSV files are written (atomically) into ``<results-dir>/MODEL/BENCHMARK/``, with the
+columns of ``davis2017-evaluation``'s ``evaluation_method.py``:
+
+* ``global_results.csv``: ``J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay``, each the
+  mean over all objects of all sequences;
+* ``per-sequence_results.csv``: ``Sequence,J-Mean,F-Mean`` with one row ``<sequence>_<object id>``
+  per object.
+
+Values are fractions in [0, 1] written at full precision (the official script rounds to 3
+decimals with ``float_format="%.3f"``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from label_prop.datasets import (
+    Benchmark,
+    annotation_path,
+    frame_paths,
+    get_benchmark,
+    list_sequences,
+)
+from label_prop.io import atomic_write, read_mask
+from label_prop.metrics import (
+    evaluate_sequence,
+    first_frame_objects,
+    summarize,
+)
+
+GLOBAL_CSV = "global_results.csv"
+PER_SEQUENCE_CSV = "per-sequence_results.csv"
+GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+PER_SEQUENCE_COLUMNS = ["Sequence", "J-Mean", "F-Mean"]
+
+
+def _load_sequence(
+    pred_dir: Path, bench: Benchmark, seq: str, root: str | os.PathLike | None
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Read and check the predictions and GT of one sequence.
+
+    Returns ``(pred [T, H, W], gt [T, H, W], object ids)``.
+
+    Raises:
+        FileNotFoundError: the prediction folder or a GT annotation is missing.
+        ValueError: a missing or extra prediction PNG, a size mismatch, or an object id absent
+            from the GT (the message names the file). For binary (DAVIS-2016) benchmarks the
+            object may be written as 1 or as 255 (the DAVIS-2016 on-disk value); other ids are
+            errors.
+    """
+    frames = [p.stem for p in frame_paths(bench, seq, root)]
+    seq_dir = pred_dir / seq
+    if not seq_dir.is_dir():
+        raise FileNotFoundError(f"{bench.name}/{seq}: prediction folder {seq_dir} not found")
+    predicted = {p.stem for p in seq_dir.glob("*.png") if not p.name.startswith(".")}
+    missing = [f for f in frames if f not in predicted]
+    if missing:
+        raise ValueError(
+            f"{bench.name}/{seq}: missing predicted frame {seq_dir / (missing[0] + '.png')}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    extra = sorted(predicted - set(frames))
+    if extra:
+        raise ValueError(
+            f"{bench.name}/{seq}: extra predicted frame {seq_dir / (extra[0] + '.png')} "
+            f"(no such frame in the sequence)" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
+
+    gts: list[np.ndarray] = []
+    preds: list[np.ndarray] = []
+    object_ids: list[int] = []
+    for t, frame in enumerate(frames):
+        gt_path = annotation_path(bench, seq, frame, root)
+        gt = read_mask(gt_path, binary=bench.binary)
+        if t == 0:
+            object_ids = [1] if bench.binary else first_frame_objects(gt)
+            if not object_ids:
+                raise ValueError(f"{bench.name}/{seq}: no object in the first-frame annotation {gt_path}")
+            # DAVIS-2016 stores the object as 255 on disk: a prediction may use 1 or 255 for it
+            allowed = {0, 1, 255} if bench.binary else {0, *object_ids}
+        pred_path = seq_dir / f"{frame}.png"
+        pred = read_mask(pred_path)
+        if pred.shape != gt.shape:
+            raise ValueError(
+                f"{pred_path}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) does not match "
+                f"the ground truth {gt.shape[1]}x{gt.shape[0]} ({gt_path})"
+            )
+        unknown = sorted(set(np.unique(pred).tolist()) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{pred_path}: predicted object ids {unknown} are not objects of {bench.name}/{seq} "
+                f"(ground-truth objects: {object_ids})"
+            )
+        gts.append(gt)
+        preds.append(pred)
+    return np.stack(preds), np.stack(gts), object_ids
+
+
+def evaluate_benchmark(
+    results_dir: str | os.PathLike,
+    bench: Benchmark | str,
+    root: str | os.PathLike | None = None,
+    sequences: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the predictions of one model on one benchmark.
+
+    Args:
+        results_dir: the folder of predictions, holding one sub-folder of PNGs per sequence
+            (``results/MODEL/BENCHMARK``).
+        bench: a :class:`~label_prop.datasets.Benchmark` or its name.
+        root: the data root (default ``$HVC_DATA_ROOT``, else ``./data``).
+        sequences: restrict to these sequences (default: all of the benchmark).
+
+    Returns:
+        ``(global_df, per_seq_df)``: one row with columns :data:`GLOBAL_COLUMNS` (means over all
+        objects), and one row per object with :data:`PER_SEQUENCE_COLUMNS`
+        (``Sequence = <sequence>_<object id>``). Values are fractions in [0, 1].
+
+    Raises:
+        ValueError: unknown benchmark or sequence, a benchmark without full ground truth, a
+            missing / extra predicted frame, a size mismatch, or a predicted object id that is
+            not an object of the sequence (the message names the file).
+        FileNotFoundError: the dataset, a GT annotation or a prediction folder is missing.
+
+    Source: ``davis2017-evaluation``, ``evaluation_method.py`` and
+    ``davis2017/evaluation.py::DAVISEvaluation.evaluate`` (semi-supervised task; DAVIS-2016
+    benchmarks are scored in single-object mode).
+    """
+    if isinstance(bench, str):
+        bench = get_benchmark(bench)
+    if not bench.full_gt:
+        raise ValueError(
+            f"benchmark {bench.name} has ground truth for the first frame only; it cannot be scored "
+            f"(use a benchmark with full ground truth, e.g. davis16 or davis17)"
+        )
+    pred_dir = Path(results_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"{bench.name}: prediction folder {pred_dir} not found")
+    names = list_sequences(bench, root, list(sequences) if sequences else None)
+
+    rows: list[tuple[str, float, float]] = []
+    per_object = []
+    for seq in tqdm(names, desc=f"evaluate {bench.name}", unit="seq", file=sys.stderr):
+        pred, gt, object_ids = _load_sequence(pred_dir, bench, seq, root)
+        scores = evaluate_sequence(
+            pred, gt, None if bench.binary else object_ids, single_object=bench.binary
+        )
+        for oid, (j_stats, f_stats) in scores.statistics().items():
+            per_object.append((j_stats, f_stats))
+            rows.append((f"{seq}_{oid}", j_stats.mean, f_stats.mean))
+
+    summary = summarize(per_object)
+    global_df = pd.DataFrame([[summary[c] for c in GLOBAL_COLUMNS]], columns=GLOBAL_COLUMNS)
+    per_seq_df = pd.DataFrame(rows, columns=PER_SEQUENCE_COLUMNS)
+    return global_df, per_seq_df
+
+
+def write_results(
+    out_dir: str | os.PathLike, global_df: pd.DataFrame, per_seq_df: pd.DataFrame, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Write ``global_results.csv`` and ``per-sequence_results.csv`` atomically into ``out_dir``.
+
+    Raises:
+        FileExistsError: a CSV exists and ``overwrite`` is False (names it, says --overwrite).
+    """
+    out_dir = Path(out_dir)
+    paths = (out_dir / GLOBAL_CSV, out_dir / PER_SEQUENCE_CSV)
+    check_writable(out_dir, overwrite)
+    atomic_write(paths[0], lambda tmp: global_df.to_csv(tmp, index=False))
+    atomic_write(paths[1], lambda tmp: per_seq_df.to_csv(tmp, index=False))
+    return paths
+
+
+def check_writable(out_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse (FileExistsError naming the file) if a results CSV exists and not ``overwrite``."""
+    if overwrite:
+        return
+    for name in (GLOBAL_CSV, PER_SEQUENCE_CSV):
+        path = Path(out_dir) / name
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m label_prop.evaluate",
+        description="Score predicted masks (J, F, J&F) as the official DAVIS evaluation.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model name: predictions are in RESULTS_DIR/MODEL/BENCHMARK")
+    parser.add_argument("benchmark", metavar="BENCHMARK", help="benchmark name (davis16, davis17)")
+    parser.add_argument("--sequences", default=None, help="comma-separated sequences (default: all)")
+    parser.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
+    parser.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 error, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
+    try:
+        bench = get_benchmark(args.benchmark)
+        out_dir = args.results_dir / args.model / bench.name
+        check_writable(out_dir, args.overwrite)
+        global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
+        g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with pd.option_context("display.precision", 3, "display.width", 200):
+        print(f"--------------------------- Global results for {bench.name} ---------------------------")
+        print(global_df.to_string(index=False))
+        print(f"\n---------- Per sequence results for {bench.name} ----------")
+        print(per_seq_df.to_string(index=False))
+    print(f"\nwrote {g_path} and {s_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
