@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Segment a benchmark by label propagation from the first-frame masks.
+# Usage: bash scripts/run_test.sh MODEL BENCHMARK [--sequences a,b] [--overwrite] [--save-overlays]
+#        [--data-root PATH] [--results-dir results] [--n-context 50] ... (python -m label_prop.run --help)
+# MODEL: 'random' or a name resolved to checkpoints/MODEL.pth. BENCHMARK: davis16, davis17, davis17dev.
+# Data from $HVC_DATA_ROOT (default ./data); results in results/MODEL/BENCHMARK/<sequence>/*.png.
+set -euo pipefail
+
+if [ "$#" -lt 2 ]; then
+    echo "usage: bash scripts/run_test.sh MODEL BENCHMARK [--sequences a,b] [--overwrite] [--save-overlays] (see python -m label_prop.run --help)" >&2
+    exit 2
+fi
+# Relative paths in $HVC_DATA_ROOT are taken from the caller's directory.
+if [ -n "${HVC_DATA_ROOT:-}" ] && [ -d "$HVC_DATA_ROOT" ]; then
+    HVC_DATA_ROOT="$(cd "$HVC_DATA_ROOT" && pwd)"
+    export HVC_DATA_ROOT
+fi
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python}"
+exec "$PYTHON" -m label_prop.run "$@"
