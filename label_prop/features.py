@@ -88,7 +88,7 @@ class FrameEncoder(nn.Module):
     @torch.no_grad()
     def encode_frame(self, frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         """One ``[H, W, 3]`` uint8 RGB frame to features ``[C, h, w]`` on ``device``."""
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).unsqueeze(0)
+        x = torch.from_numpy(np.array(frame, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1).unsqueeze(0)
         return self(x)[0]
 
 
