@@ -160,8 +160,9 @@ def evaluate_benchmark(
     per_object = []
     for seq in tqdm(names, desc=f"evaluate {bench.name}", unit="seq", file=sys.stderr):
         pred, gt, object_ids = _load_sequence(pred_dir, bench, seq, root)
+        # The official semi-supervised driver passes no void mask: GT void counts as background.
         scores = evaluate_sequence(
-            pred, gt, None if bench.binary else object_ids, single_object=bench.binary
+            pred, gt, None if bench.binary else object_ids, single_object=bench.binary, ignore_void=False
         )
         for oid, (j_stats, f_stats) in scores.statistics().items():
             per_object.append((j_stats, f_stats))

@@ -368,7 +368,7 @@ def test_multi_object_benchmark_with_void(tmp_path):
     pred_dir = tmp_path / "results" / "m" / "davis17"
     for seq, gt in gts.items():
         for t, ids in enumerate(gt):
-            pred = np.where(ids == 255, 2, ids)  # differs from the GT on void pixels only
+            pred = np.where(ids == 255, 0, ids)  # void predicted as background
             if t == 3:
                 pred = np.where(pred == 1, 0, pred)  # object 1 lost in frame 3
             write_palette_png(pred_dir / seq / f"{t:05d}.png", pred)
@@ -380,6 +380,13 @@ def test_multi_object_benchmark_with_void(tmp_path):
     assert g["J-Recall"][0] == pytest.approx(0.875) and g["F-Recall"][0] == pytest.approx(0.875)
     assert g["J-Decay"][0] == pytest.approx(0.25) and g["F-Decay"][0] == pytest.approx(0.25)
     assert g["J&F-Mean"][0] == pytest.approx(0.875)
+    # As the official semi-supervised evaluation (no void mask, void = background in the GT),
+    # predicting an object on void pixels costs J.
+    for seq, gt in gts.items():
+        for t, ids in enumerate(gt):
+            write_palette_png(pred_dir / seq / f"{t:05d}.png", np.where(ids == 255, 2, ids))
+    _, s2 = ev.evaluate_benchmark(pred_dir, "davis17", root)
+    assert (s2["J-Mean"][[1, 3]] < 1.0).all() and (s2["J-Mean"][[0, 2]] == 1.0).all()
 
 
 def test_run_metrics_sh(synth):
