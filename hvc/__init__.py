@@ -10,7 +10,7 @@ Modules (each importable on its own; importing :mod:`hvc` itself loads nothing h
 * :mod:`hvc.checkpoint` -- atomic checkpoint writing and loading.
 * :mod:`hvc.export`     -- ``python -m hvc.export``: the online encoder for label propagation.
 
-See ``/work/shared/docs/HVC_METHOD.md`` (sections 1-4) for the method these implement.
+See ``../shared/docs/HVC_METHOD.md`` (sections 1-4 and 7; Pei et al., arXiv 2404.13505) for the method these implement.
 """
 
 __version__ = "0.1.0"
