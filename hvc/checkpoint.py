@@ -1,0 +1,146 @@
+"""Training checkpoints: atomic writes, safe loading, RNG state capture (HVC_METHOD.md section 4).
+
+A training checkpoint (``<output-dir>/checkpoint.pth``) is a plain dict loadable with
+``torch.load(weights_only=True)`` -- only tensors, numbers, strings, lists, tuples and dicts;
+the run's arguments are stored as a plain dict, never as an ``argparse.Namespace`` (the
+reference pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``: bug 21)::
+
+    {
+      "format": "hvc-train-v1",
+      "model": HVCModel.state_dict(),          # EMA step k and K included (bug 4)
+      "optimizer": ..., "scaler": ...,        # Adam and GradScaler states
+      "step": int,                             # optimisation steps done
+      "epoch": int,                            # completed epochs (step // steps_per_epoch)
+      "steps_per_epoch": int, "total_steps": int,
+      "sampler": {"seed", "epoch", "start"},   # data order position (see hvc.data.images)
+      "dataset": {"kind", "length", "epoch_length", "fingerprint"},
+      "rng": {"python", "numpy", "torch", "cuda"},
+      "skipped_files": int,                    # unreadable images skipped so far
+      "args": dict, "versions": dict,
+    }
+
+Writes are atomic: the file is written to a temporary name in the same directory, flushed,
+fsynced and moved over the destination with ``os.replace``, so an interrupted save never
+leaves a truncated checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Dict, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, os.PathLike]
+TRAIN_FORMAT = "hvc-train-v1"
+ENCODER_FORMAT = "hvc-encoder-v1"
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then atomically rename the result to ``path``.
+
+    The temporary file lives in ``path``'s directory (``os.replace`` is atomic only within a
+    filesystem); it is removed if ``write`` raises.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # persist the rename itself
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path: PathLike, expected_format: str = TRAIN_FORMAT) -> Dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True`` and check its format tag.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a dict with ``"format" == expected_format`` (e.g. a raw
+            reference checkpoint, or an exported encoder passed where a training checkpoint is
+            expected); the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot be loaded with torch.load(weights_only=True): {exc}") from exc
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt != expected_format:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: expected a {expected_format!r} checkpoint, found format {fmt!r} (keys {keys})")
+    return ckpt
+
+
+def plain(obj: Any) -> Any:
+    """Convert ``obj`` to plain, ``weights_only``-safe types (dict/list/str/int/float/bool/None).
+
+    Subclasses of the plain types (e.g. ``torch.__version__``) become the plain type, paths
+    strings, tuples lists, other objects their ``str``.
+    """
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, str):  # e.g. torch.__version__ (TorchVersion) is not weights_only-safe
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return str(obj)
+
+
+def capture_rng_state() -> Dict[str, Any]:
+    """Python, NumPy, torch (CPU) and CUDA RNG states as ``weights_only``-safe values."""
+    py = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states restored when CUDA is available)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
