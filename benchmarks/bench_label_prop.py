@@ -1,0 +1,147 @@
+"""Benchmark: the local-window engine against the dense computation of the same protocol.
+
+    python benchmarks/bench_label_prop.py [--grid 60 107] [--channels 256] [--n-context 20 50]
+                                          [--repeats 3] [--device cpu cuda]
+
+DAVIS-size features by default (854x480 frames at stride 8 give a 60x107 grid, 256 channels).
+For each n_context, both implementations label the same frame in steady state: the context
+holds ``n_context`` distinct short-term frames (the ring is pre-filled, so no copies of frame 0),
+plus frame 0. Reported per implementation: seconds per frame (median over ``--repeats``; the
+dense one runs once by default on CPU, it takes about a minute there), frames/s, peak memory
+during the step (CPU: resident-set growth sampled every 2 ms; CUDA: max_memory_allocated), and
+the agreement of the outputs (max |difference| of soft labels, argmax agreement). The speed ratio
+dense/engine is computed in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from label_prop.engine import LabelPropagator  # noqa: E402
+from label_prop.reference import dense_frame  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CPU resident set (sampled) or CUDA allocations."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base, self.stop = _rss(), False
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop:
+            self.peak = max(self.peak, _rss() - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.stop = True
+            self.thread.join()
+            self.peak = max(self.peak, _rss() - self.base)
+
+
+def _timed(fn, device, repeats):
+    times, peak, out = [], 0, None
+    for _ in range(repeats):
+        with PeakMemory(device) as pm:
+            t0 = time.perf_counter()
+            out = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        peak = max(peak, pm.peak)
+    return statistics.median(times), peak, out
+
+
+def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, seed=0):
+    h, w = grid
+    g = torch.Generator().manual_seed(seed)
+    T = n_context + 2
+    feats = torch.randn(T, C, h, w, generator=g)
+    feats = F.normalize(F.avg_pool2d(feats, 5, stride=1, padding=2) + 0.2 * feats, dim=1).to(device)
+    labels = torch.softmax(2 * torch.randn(T, K, h, w, generator=g), dim=1).to(device)
+    q = feats[-1]
+
+    prop = LabelPropagator(feats[0], labels[0], n_context=n_context)
+    for tau in range(1, n_context + 1):  # steady state: the ring holds frames 1..n_context
+        prop._push(feats[tau], labels[tau])
+    prop.t = n_context
+    state = (prop.next_slot, prop.n_filled, prop.t)
+
+    def engine_step():
+        prop.next_slot, prop.n_filled, prop.t = state  # re-label the same frame each repeat
+        return prop._predict(q, n_context + 1)
+
+    def dense_step():
+        keys = [f.reshape(C, h * w) for f in feats[:n_context + 1]]
+        labs = [lab.reshape(K, h * w).t() for lab in labels[:n_context + 1]]
+        return dense_frame(q.reshape(C, h * w), keys, labs, (h, w), query_chunk=256)
+
+    engine_step()  # warm-up
+    t_e, m_e, out_e = _timed(engine_step, device, repeats)
+    t_d, m_d, out_d = _timed(dense_step, device, dense_repeats)
+    out_e = out_e.reshape(K, h * w).t()
+    diff = (out_e - out_d).abs().max().item()
+    agree = (out_e.argmax(1) == out_d.argmax(1)).float().mean().item()
+    return dict(t_e=t_e, m_e=m_e, t_d=t_d, m_d=m_d, diff=diff, agree=agree)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", type=int, nargs=2, default=(60, 107), metavar=("H", "W"))
+    p.add_argument("--channels", type=int, default=256)
+    p.add_argument("--objects", type=int, default=3, help="label channels K (background included)")
+    p.add_argument("--n-context", type=int, nargs="+", default=(20, 50))
+    p.add_argument("--repeats", type=int, default=3, help="timed engine steps (median)")
+    p.add_argument("--dense-repeats", type=int, default=None, help="timed dense steps (default 1 on CPU, 3 on CUDA)")
+    p.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when available)")
+    args = p.parse_args(argv)
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    print(f"label propagation, one frame in steady state: grid {args.grid[0]}x{args.grid[1]}, "
+          f"C={args.channels}, K={args.objects}, topk 15, radius 12, temperature 0.1; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    header = (f"{'device':6} {'n_ctx':>5} | {'engine s/frame':>14} {'frames/s':>8} {'peak MB':>8} | "
+              f"{'dense s/frame':>13} {'frames/s':>8} {'peak MB':>8} | {'speed-up':>8} {'max|diff|':>9} {'argmax agree':>12}")
+    print(header)
+    print("-" * len(header))
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        dense_repeats = args.dense_repeats or (3 if device.type == "cuda" else 1)
+        for n in args.n_context:
+            r = bench(device, tuple(args.grid), args.channels, args.objects, n, args.repeats, dense_repeats)
+            print(f"{dev_name:6} {n:5d} | {r['t_e']:14.3f} {1 / r['t_e']:8.3f} {r['m_e'] / 2**20:8.0f} | "
+                  f"{r['t_d']:13.3f} {1 / r['t_d']:8.3f} {r['m_d'] / 2**20:8.0f} | "
+                  f"{r['t_d'] / r['t_e']:7.1f}x {r['diff']:9.1e} {100 * r['agree']:11.3f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
