@@ -93,13 +93,12 @@ def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, s
 
     prop = LabelPropagator(feats[0], labels[0], n_context=n_context)
     for tau in range(1, n_context + 1):  # steady state: the ring holds frames 1..n_context
-        prop._push(feats[tau], labels[tau])
-    prop.t = n_context
+        prop.push(feats[tau], labels[tau])
     state = (prop.next_slot, prop.n_filled, prop.t)
 
     def engine_step():
         prop.next_slot, prop.n_filled, prop.t = state  # re-label the same frame each repeat
-        return prop._predict(q, n_context + 1)
+        return prop.predict(q)
 
     def dense_step():
         keys = [f.reshape(C, h * w) for f in feats[:n_context + 1]]

@@ -142,14 +142,38 @@ class LabelPropagator:
         Raises:
             ValueError: ``feat`` has the wrong shape.
         """
+        labels = self.predict(feat)
+        self.push(feat, labels)
+        return labels
+
+    @torch.no_grad()
+    def predict(self, feat: torch.Tensor) -> torch.Tensor:
+        """Soft labels ``[K, h, w]`` of the next frame from ``feat`` ``[C, h, w]``, without adding
+        it to the context (follow with :meth:`push`). :meth:`step` is ``predict`` + ``push``.
+
+        Raises:
+            ValueError: ``feat`` has the wrong shape.
+        """
+        self._check_feat(feat)
+        return self._predict(feat.to(self.device, torch.float32), self.t + 1)
+
+    @torch.no_grad()
+    def push(self, feat: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add the next frame to the short-term context with the given soft labels ``[K, h, w]``
+        (e.g. labels merged over several references, or corrected by a new object's mask).
+
+        Raises:
+            ValueError: ``feat`` or ``labels`` has the wrong shape.
+        """
+        self._check_feat(feat)
+        if tuple(labels.shape) != (self.K, self.h, self.w):
+            raise ValueError(f"expected labels of shape {(self.K, self.h, self.w)}, got {tuple(labels.shape)}")
+        self._push(feat.to(self.device, torch.float32), labels.to(self.device, torch.float32))
+        self.t += 1
+
+    def _check_feat(self, feat: torch.Tensor) -> None:
         if tuple(feat.shape) != (self.C, self.h, self.w):
             raise ValueError(f"expected features of shape {(self.C, self.h, self.w)}, got {tuple(feat.shape)}")
-        feat = feat.to(self.device, torch.float32)
-        t = self.t + 1
-        labels = self._predict(feat, t)
-        self._push(feat, labels)
-        self.t = t
-        return labels
 
     # ----------------------------------------------------------------- helpers
     def _push(self, feat: torch.Tensor, labels: torch.Tensor) -> None:

@@ -106,3 +106,16 @@ def test_step_rejects_wrong_feature_shape():
     prop = LabelPropagator(feats[0], labels, n_context=2)
     with pytest.raises(ValueError, match="expected features of shape"):
         prop.step(torch.zeros(4, 5, 6))
+
+
+def test_predict_then_push_equals_step():
+    feats, labels = _inputs(5, 8, 8, 9, 3, seed=8)
+    a = LabelPropagator(feats[0], labels, topk=5, radius=3, n_context=2, query_tile=4)
+    b = LabelPropagator(feats[0], labels, topk=5, radius=3, n_context=2, query_tile=4)
+    for t in range(1, 5):
+        pred = b.predict(feats[t])
+        b.push(feats[t], pred)
+        assert torch.equal(a.step(feats[t]), pred)
+    assert a.t == b.t == 4
+    with pytest.raises(ValueError, match="labels of shape"):
+        b.push(feats[1], labels[:2])
