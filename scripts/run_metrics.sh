@@ -11,11 +11,5 @@ if [ "$#" -lt 2 ]; then
     exit 2
 fi
 
-# Relative paths in $HVC_DATA_ROOT are taken from the caller's directory.
-if [ -n "${HVC_DATA_ROOT:-}" ] && [ -d "$HVC_DATA_ROOT" ]; then
-    HVC_DATA_ROOT="$(cd "$HVC_DATA_ROOT" && pwd)"
-    export HVC_DATA_ROOT
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 exec "$PYTHON" -m label_prop.evaluate "$@"

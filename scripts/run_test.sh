@@ -10,11 +10,5 @@ if [ "$#" -lt 2 ]; then
     echo "usage: bash scripts/run_test.sh MODEL BENCHMARK [--sequences a,b] [--overwrite] [--save-overlays] (see python -m label_prop.run --help)" >&2
     exit 2
 fi
-# Relative paths in $HVC_DATA_ROOT are taken from the caller's directory.
-if [ -n "${HVC_DATA_ROOT:-}" ] && [ -d "$HVC_DATA_ROOT" ]; then
-    HVC_DATA_ROOT="$(cd "$HVC_DATA_ROOT" && pwd)"
-    export HVC_DATA_ROOT
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 exec "$PYTHON" -m label_prop.run "$@"

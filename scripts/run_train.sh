@@ -9,12 +9,7 @@
 # Then export the encoder: python -m hvc.export runs/NAME/checkpoint.pth checkpoints/NAME.pth
 set -euo pipefail
 
-# Relative paths in $HVC_DATA_ROOT are taken from the caller's directory.
-if [ -n "${HVC_DATA_ROOT:-}" ] && [ -d "$HVC_DATA_ROOT" ]; then
-    HVC_DATA_ROOT="$(cd "$HVC_DATA_ROOT" && pwd)"
-    export HVC_DATA_ROOT
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 has_data=0
 for arg in "$@"; do
@@ -26,5 +21,4 @@ extra=()
 if [ "$has_data" -eq 0 ]; then
     extra=(--data "${HVC_DATA_ROOT:-./data}/unlabeled-video")
 fi
-PYTHON="${PYTHON:-python}"
 exec "$PYTHON" -m hvc.train "${extra[@]}" "$@"
