@@ -8,7 +8,8 @@ For each n_context, both implementations label the same frame in steady state: t
 holds ``n_context`` distinct short-term frames (the ring is pre-filled, so no copies of frame 0),
 plus frame 0. Reported per implementation: seconds per frame (median over ``--repeats``; the
 dense one runs once by default on CPU, it takes about a minute there), frames/s, peak memory
-during the step (CPU: resident-set growth sampled every 2 ms; CUDA: max_memory_allocated), and
+during the step (CPU: resident-set growth sampled every 2 ms; CUDA: max_memory_allocated) and,
+for the engine, the size of its ring buffer of context features and labels (allocated once), and
 the agreement of the outputs (max |difference| of soft labels, argmax agreement). The speed ratio
 dense/engine is computed in the same process.
 """
@@ -111,7 +112,8 @@ def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, s
     out_e = out_e.reshape(K, h * w).t()
     diff = (out_e - out_d).abs().max().item()
     agree = (out_e.argmax(1) == out_d.argmax(1)).float().mean().item()
-    return dict(t_e=t_e, m_e=m_e, t_d=t_d, m_d=m_d, diff=diff, agree=agree)
+    ring = prop.ring_key.numel() * prop.ring_key.element_size() + prop.ring_lab.numel() * prop.ring_lab.element_size()
+    return dict(t_e=t_e, m_e=m_e, t_d=t_d, m_d=m_d, diff=diff, agree=agree, ring=ring)
 
 
 def main(argv=None):
@@ -123,12 +125,15 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed engine steps (median)")
     p.add_argument("--dense-repeats", type=int, default=None, help="timed dense steps (default 1 on CPU, 3 on CUDA)")
     p.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"label propagation, one frame in steady state: grid {args.grid[0]}x{args.grid[1]}, "
           f"C={args.channels}, K={args.objects}, topk 15, radius 12, temperature 0.1; "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    header = (f"{'device':6} {'n_ctx':>5} | {'engine s/frame':>14} {'frames/s':>8} {'peak MB':>8} | "
+    header = (f"{'device':6} {'n_ctx':>5} | {'engine s/frame':>14} {'frames/s':>8} {'peak MB':>8} {'ring MB':>8} | "
               f"{'dense s/frame':>13} {'frames/s':>8} {'peak MB':>8} | {'speed-up':>8} {'max|diff|':>9} {'argmax agree':>12}")
     print(header)
     print("-" * len(header))
@@ -137,7 +142,7 @@ def main(argv=None):
         dense_repeats = args.dense_repeats or (3 if device.type == "cuda" else 1)
         for n in args.n_context:
             r = bench(device, tuple(args.grid), args.channels, args.objects, n, args.repeats, dense_repeats)
-            print(f"{dev_name:6} {n:5d} | {r['t_e']:14.3f} {1 / r['t_e']:8.3f} {r['m_e'] / 2**20:8.0f} | "
+            print(f"{dev_name:6} {n:5d} | {r['t_e']:14.3f} {1 / r['t_e']:8.3f} {r['m_e'] / 2**20:8.0f} {r['ring'] / 2**20:8.0f} | "
                   f"{r['t_d']:13.3f} {1 / r['t_d']:8.3f} {r['m_d'] / 2**20:8.0f} | "
                   f"{r['t_d'] / r['t_e']:7.1f}x {r['diff']:9.1e} {100 * r['agree']:11.3f}%", flush=True)
 

@@ -229,6 +229,7 @@ class LabelPropagator:
                 + torch.arange(S, device=self.device).view(1, S, 1)) * Wpad
                + torch.arange(R, device=self.device).view(1, 1, R)).reshape(-1)
         scores = feat.new_empty(R, S, R, B * B)
+        slot_scores = feat.new_empty(R, R, B * B)
         for ty in range(self.nty):
             for tx in range(self.ntx):
                 y0, x0 = ty * B, tx * B  # padded coordinates of the region origin
@@ -237,7 +238,12 @@ class LabelPropagator:
                 if S == n:  # batch index a * n + s has the uniform stride Wpad * C
                     keys = self.ring_key.as_strided((R * n, R, C), (st[1], st[2], 1), base)
                     torch.bmm(keys, qt.expand(R * n, C, B * B), out=scores.view(R * n, R, B * B))
-                else:
+                elif S <= R:  # few filled slots: one product per slot, batched over region rows
+                    for s in range(S):
+                        keys = self.ring_key.as_strided((R, R, C), (st[0], st[2], 1), base + s * st[1])
+                        torch.bmm(keys, qt.expand(R, C, B * B), out=slot_scores)
+                        scores[:, s] = slot_scores
+                else:  # one product per region row, batched over the filled slots
                     for a in range(R):
                         keys = self.ring_key.as_strided((S, R, C), (st[1], st[2], 1), base + a * st[0])
                         torch.bmm(keys, qt.expand(S, C, B * B), out=scores[a])

@@ -26,6 +26,7 @@ CONFIGS = [
     (7, 12, 12, 10, 4, 7, 0.2, 12, 3, 8),    # radius larger than the grid
     (5, 4, 5, 6, 2, 40, 0.1, 1, 2, 2),       # radius 1: only the query's own cell; topk > candidates
     (6, 16, 10, 10, 3, 10, 0.1, 4, 0, 4),    # no short-term context: frame 0 only
+    (9, 8, 6, 7, 2, 6, 0.1, 1.5, 7, 1),      # region of 3 rows < filled slots < n_context
 ]
 
 
