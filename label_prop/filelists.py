@@ -1,0 +1,207 @@
+"""Filelists in HVC's format, ``<flag> <image> <mask>`` (HVC_METHOD.md section 5, "Filelists").
+
+One line per frame, three space-separated fields, paths relative to the data root; a sequence
+is a run of lines with the same image folder. ``flag`` 1 = write this frame's prediction, 0 =
+propagate through it without writing (YouTube-VOS frames outside the sparse official list).
+The mask field always names where the frame's annotation would be; it is read only as
+:func:`read_filelist` says.
+
+Generate the lists from the dataset folders::
+
+    python -m label_prop.filelists [--data-root PATH] [--out data/filelists] [--benchmarks davis16,...] [--overwrite]
+
+which writes, for every benchmark whose folder exists: ``val_davis2016_val.txt``,
+``val_davis2017_val.txt``, ``val_davis2017_dev.txt`` (every frame, flag 1) and
+``val_ytvos2018_valid.txt``, ``val_ytvos2019_valid.txt`` (every frame from the video's first
+meta.json frame; flag 1 on the meta.json frames).
+
+Run one with ``bash scripts/run_test.sh MODEL val_davis2016_val`` (a name in data/filelists/ or
+a path to a ``.txt``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from label_prop.datasets import (BENCHMARKS, Benchmark, SequencePlan, annotation_path, benchmark_dir, data_root,
+                                 frame_paths, list_sequences)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Where the generated lists live (committed).
+FILELIST_DIR = REPO_ROOT / "data" / "filelists"
+#: Benchmark -> filelist name (HVC's names for DAVIS).
+FILELIST_NAMES = {
+    "davis16": "val_davis2016_val",
+    "davis17": "val_davis2017_val",
+    "davis17dev": "val_davis2017_dev",
+    "ytvos18": "val_ytvos2018_valid",
+    "ytvos19": "val_ytvos2019_valid",
+}
+
+
+def filelist_lines(bench: Benchmark, root: str | os.PathLike | None = None) -> list[str]:
+    """The lines (without newline) of ``bench``'s filelist, paths relative to the data root.
+
+    Raises:
+        FileNotFoundError, ValueError: dataset errors (see :mod:`label_prop.datasets`).
+    """
+    base = data_root(root)
+    rel = lambda p: Path(os.path.relpath(p, base)).as_posix()  # noqa: E731
+    lines = []
+    for seq in list_sequences(bench, root):
+        frames = frame_paths(bench, seq, root)
+        if bench.layout == "ytvos":
+            from label_prop.ytvos import read_meta
+
+            listed = {f for o in read_meta(bench, root)[seq]["objects"].values() for f in o["frames"]}
+            stems = [p.stem for p in frames]
+            first = min(stems.index(f) for f in listed if f in stems)
+            flags = [int(p.stem in listed) for p in frames]
+            frames, flags = frames[first:], flags[first:]
+        else:
+            flags = [1] * len(frames)
+        for p, flag in zip(frames, flags):
+            lines.append(f"{flag} {rel(p)} {rel(annotation_path(bench, seq, p.stem, root))}")
+    return lines
+
+
+def write_filelists(root: str | os.PathLike | None = None, out_dir: str | os.PathLike = FILELIST_DIR,
+                    benchmarks: Sequence[str] | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``<out_dir>/<name>.txt`` for the benchmarks (default: every one whose folder exists).
+
+    Returns:
+        benchmark -> written path (an identical existing file counts as written).
+
+    Raises:
+        FileExistsError: a list exists with different content and ``overwrite`` is False.
+        FileNotFoundError: an explicitly requested benchmark's folder is missing.
+    """
+    from label_prop.io import atomic_write
+
+    out_dir = Path(out_dir)
+    names = list(benchmarks) if benchmarks else list(BENCHMARKS)
+    written = {}
+    for name in names:
+        bench = BENCHMARKS[name] if name in BENCHMARKS else None
+        if bench is None:
+            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        try:
+            benchmark_dir(bench, root)
+        except FileNotFoundError:
+            if benchmarks:
+                raise
+            continue
+        text = "\n".join(filelist_lines(bench, root)) + "\n"
+        path = out_dir / f"{FILELIST_NAMES[name]}.txt"
+        if path.exists() and path.read_text() != text and not overwrite:
+            raise FileExistsError(f"{path} exists with different content; pass --overwrite to replace it")
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        os.chmod(path, 0o644)
+        written[name] = path
+    return written
+
+
+def resolve_filelist(name: str) -> Path | None:
+    """A filelist path for ``name``: an existing file, or ``data/filelists/<name>[.txt]``; None
+    when ``name`` is neither (then it is a benchmark name)."""
+    if name in BENCHMARKS:
+        return None
+    for cand in (Path(name), FILELIST_DIR / name, FILELIST_DIR / f"{name}.txt"):
+        if cand.is_file():
+            return cand
+    if name.endswith(".txt") or os.sep in name:
+        raise FileNotFoundError(f"filelist {name} not found")
+    return None
+
+
+def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None, *,
+                  read_masks: str = "first") -> list[SequencePlan]:
+    """Parse a filelist into one :class:`SequencePlan` per sequence (runs of the same image folder).
+
+    Args:
+        path: the ``.txt``.
+        root: data root the paths are relative to.
+        read_masks: ``"first"``: only the first line's mask of each sequence is read (DAVIS
+            semantics; never reads later ground truth); ``"existing"``: every mask file that
+            exists is read at its frame and its unseen ids start there (HVC's semantics, right
+            for YouTube-VOS ``valid`` where only first appearances exist; on a full-ground-truth
+            dataset this reads later ground truth).
+
+    Binary (DAVIS-2016 0/255) masks are detected when read (``binary=None`` in the plan).
+
+    Raises:
+        FileNotFoundError: the list, or (``first``) a sequence's first mask, is missing.
+        ValueError: a malformed line or flag, a sequence split into two runs, no lines
+            (the message names the file and line number).
+    """
+    path = Path(path)
+    if read_masks not in ("first", "existing"):
+        raise ValueError(f"read_masks must be 'first' or 'existing', got {read_masks!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"filelist {path} not found")
+    base = data_root(root)
+    runs: list[tuple[str, list[tuple[int, Path, Path]]]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 3:
+            raise ValueError(f"{path}:{n}: expected '<flag> <image> <mask>', got {line!r}")
+        if fields[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{n}: flag must be 0 or 1, got {fields[0]!r}")
+        img, mask = base / fields[1], base / fields[2]
+        key = str(Path(fields[1]).parent)
+        if not runs or runs[-1][0] != key:
+            if key in seen:
+                raise ValueError(f"{path}:{n}: sequence {key} continues after another sequence")
+            seen.add(key)
+            runs.append((key, []))
+        runs[-1][1].append((int(fields[0]), img, mask))
+    if not runs:
+        raise ValueError(f"{path}: no lines")
+    names = [Path(k).name for k, _ in runs]
+    dup = {x for x in names if names.count(x) > 1}
+    plans = []
+    for key, rows in runs:
+        name = key.replace("/", "_") if Path(key).name in dup else Path(key).name
+        if read_masks == "first":
+            if not rows[0][2].is_file():
+                raise FileNotFoundError(f"{path}: first-frame mask of {key} not found: {rows[0][2]}")
+            ann = {0: rows[0][2]}
+        else:
+            ann = {i: m for i, (_, _, m) in enumerate(rows) if m.is_file()}
+            if not ann:
+                raise FileNotFoundError(f"{path}: no mask of sequence {key} exists (e.g. {rows[0][2]})")
+        plans.append(SequencePlan(name, [r[1] for r in rows], [bool(r[0]) for r in rows], ann, binary=None))
+    return plans
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 error)."""
+    p = argparse.ArgumentParser(prog="python -m label_prop.filelists",
+                                description="Write HVC-format filelists from the dataset folders.")
+    p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
+    p.add_argument("--out", default=FILELIST_DIR, type=Path, help="output folder (default: data/filelists)")
+    p.add_argument("--benchmarks", default=None, help="comma-separated (default: every one found)")
+    p.add_argument("--overwrite", action="store_true", help="replace lists whose content changed")
+    args = p.parse_args(argv)
+    names = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
+    try:
+        written = write_filelists(args.data_root, args.out, names, args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not written:
+        print(f"error: no benchmark folder found under {data_root(args.data_root)}", file=sys.stderr)
+        return 1
+    for name, path in written.items():
+        print(f"{name}: {path} ({len(path.read_text().splitlines())} lines)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
