@@ -111,12 +111,21 @@ def list_sequences(
     if not listfile.is_file():
         raise FileNotFoundError(f"{bench.name}: sequence list {listfile} not found")
     names = [line.strip() for line in listfile.read_text().splitlines() if line.strip()]
-    if sequences:
-        unknown = [s for s in sequences if s not in names]
-        if unknown:
-            raise ValueError(f"{bench.name}: sequences not in {listfile}: {', '.join(unknown)}")
-        names = [s for s in names if s in set(sequences)]
-    return names
+    return select_sequences(names, sequences, f"{bench.name}: sequences not in {listfile}")
+
+
+def select_sequences(names: list[str], sequences: list[str] | None, unknown_msg: str) -> list[str]:
+    """``names`` restricted to ``sequences`` (kept in the order of ``names``); all when None.
+
+    Raises:
+        ValueError: a requested sequence is not in ``names`` (``unknown_msg: a, b``).
+    """
+    if not sequences:
+        return names
+    unknown = [s for s in sequences if s not in names]
+    if unknown:
+        raise ValueError(f"{unknown_msg}: {', '.join(unknown)}")
+    return [s for s in names if s in set(sequences)]
 
 
 def frame_paths(bench: Benchmark, seq: str, root: str | os.PathLike | None = None) -> list[Path]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from label_prop.datasets import Benchmark, SequencePlan, annotation_path, benchmark_dir
+from label_prop.datasets import Benchmark, SequencePlan, annotation_path, benchmark_dir, select_sequences
 from label_prop.io import read_mask
 
 
@@ -75,13 +75,7 @@ def list_videos(bench: Benchmark, root: str | os.PathLike | None = None,
     Raises:
         ValueError: a requested video is not in meta.json.
     """
-    names = sorted(read_meta(bench, root))
-    if sequences:
-        unknown = [s for s in sequences if s not in names]
-        if unknown:
-            raise ValueError(f"{bench.name}: videos not in meta.json: {', '.join(unknown)}")
-        names = [s for s in names if s in set(sequences)]
-    return names
+    return select_sequences(sorted(read_meta(bench, root)), sequences, f"{bench.name}: videos not in meta.json")
 
 
 def video_frame_paths(bench: Benchmark, video: str, root: str | os.PathLike | None = None) -> list[Path]:

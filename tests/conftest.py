@@ -54,3 +54,15 @@ def require_data(path: str | os.PathLike, what: str = "real data") -> Path:
 def data_root() -> Path:
     """The real data root (absolute Path); fails under CI, skips elsewhere, when it is missing."""
     return require_data(resolve_data_root(), "data root")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test (restored after): on a machine whose cores are busy,
+    two threads are up to ~10x slower for these small inputs (thread hand-offs, not compute)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,13 +13,7 @@ from label_prop.io import read_mask
 from test_ytvos import build_ytvos
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a machine whose cores are busy, 2 threads are ~10x slower here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.data

@@ -24,13 +24,7 @@ from label_prop.submission import build_submission
 SIZE = (112, 64)  # (W, H) of the downscaled real frames
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a machine whose cores are busy, 2 threads are ~10x slower here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _feats(T, C=16, h=6, w=9, seed=0):
