@@ -6,7 +6,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import require_data
