@@ -76,7 +76,7 @@ class LabelPropagator:
             ``query_chunk * h * w * 4`` bytes).
 
     Memory: the ring buffer holds ``n_context * (h + 2P + B) * (w + 2P + B) * (C + K)`` float32
-    values (about 1.6 GB for 480p, C = 256, n_context = 50), plus per-tile scores of
+    values (about 0.6 GB for 480p, C = 256, K = 3, n_context = 50), plus per-tile scores of
     ``B*B * R*R * n_context`` floats. All tensors live on ``first_feat.device`` (CUDA when the
     caller put the features there), in float32.
 
