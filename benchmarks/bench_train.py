@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_train.py [--batch-size 8] [--img-size 128] [--steps 3] [--warmup 1]
+    python benchmarks/bench_train.py [--batch-size 8] [--img-size 128] [--steps 2] [--warmup 1]
                                      [--device auto|cpu|cuda] [--amp/--no-amp] [--threads 0]
 
 One full training step is timed (EMA update, online and target forward passes, the symmetric

@@ -117,7 +117,6 @@ def positive_pairs(coord_q: torch.Tensor, coord_k: torch.Tensor, h: int, w: int,
         ``(n, p, q)``: ``int64 [P]`` sample index, flat query cell ``i * w + j`` and flat key
         cell, sorted by sample. Exactly the nonzeros of :func:`dense_positive_mask`.
     """
-    nb = coord_q.shape[0]
     dev = coord_q.device
     cqx, cqy, dq = _centres(coord_q, h, w)
     ckx, cky, dk = _centres(coord_k, h, w)

@@ -43,7 +43,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar10": (REFERENC
 #: Arguments that must agree between a checkpoint and the run resuming it (they define the
 #: schedule and the data order).
 RESUME_MUST_MATCH = ("mode", "batch_size", "img_size", "seed", "clip_len", "frame_rate", "clips_per_video",
-                     "pos_radius", "ema_base", "loss_impl", "normalization")
+                     "pos_radius", "ema_base", "loss_impl", "normalization", "lr")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,6 +399,10 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     ckpt_path = out_dir / CHECKPOINT_NAME
 
     def checkpoint() -> None:
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never replace the last good checkpoint with a diverged model
+            raise FloatingPointError(f"non-finite weights at step {step} ({', '.join(bad[:3])}...); "
+                                     f"{ckpt_path} (the last good checkpoint) was kept")
         save_checkpoint(ckpt_path, model=model, optimizer=optimizer, scaler=scaler, step=step,
                         steps_per_epoch=steps_per_epoch, total_steps=total_steps, sampler=sampler,
                         dataset=dataset, skipped=skipped, args=args)
@@ -407,7 +411,6 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     mean, std = NORMALIZATION[args.normalization]
     bar = tqdm(total=stop_at, initial=step, disable=not args.progress, dynamic_ncols=True, unit="step")
     last_loss: Optional[float] = None
-    last_saved = step
     t_log, frames_since = time.perf_counter(), 0
     model.train()
     try:
@@ -451,15 +454,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 bar.update(1)
                 if step % args.ckpt_every == 0 or step % steps_per_epoch == 0 or step == stop_at:
                     checkpoint()
-                    last_saved = step
                 if step >= stop_at:
                     break
             del loader
     finally:
         bar.close()
         logger.close()
-    if step != last_saved:
-        checkpoint()
     wall = time.time() - t_start
     print(f"done: step {step}/{total_steps}, loss {last_loss}, skipped files {skipped}, {wall:.1f} s; "
           f"checkpoint {ckpt_path}", file=sys.stderr)

@@ -77,6 +77,9 @@ def test_refuses_to_overwrite_another_run(runs, capsys):
     assert train_main([*common[:-len(TINY)], *TINY[:3], "3", *TINY[4:], "--output-dir", str(full),
                        "--resume", "auto"]) == 2
     assert "different run configuration" in capsys.readouterr().err
+    # so is a different --lr (the optimiser state would silently keep the checkpoint's)
+    assert train_main([*common, "--lr", "0.5", "--output-dir", str(full), "--resume", "auto"]) == 2
+    assert "--lr: checkpoint" in capsys.readouterr().err
 
 
 def test_export_of_trained_run_loads_strictly(runs, tmp_path):

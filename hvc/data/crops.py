@@ -14,9 +14,11 @@ crop of ``w x h`` pixels whose top-left pixel is ``(row i, column j)`` of a ``W 
 
 so ``x2 - x1 = w / W`` exactly. This is the convention of the resize itself (torchvision/PIL
 bilinear with ``align_corners=False``): output pixel ``u`` of an ``S``-pixel-wide crop has its
-centre at normalised ``x = x1 + (u + 0.5) (x2 - x1) / S``, and the stride-8 feature cell ``c`` of
-a ``G = S / 8`` grid has its centre at ``x1 + (c + 0.5) (x2 - x1) / G`` -- exactly the formula of
-the loss (section 3), with no half-pixel error. The reference uses ``x1 = j / (W - 1)``,
+centre at normalised ``x = x1 + (u + 0.5) (x2 - x1) / S``, so a bin of 8 crop pixels
+``[8c, 8c + 8)`` has its centre at ``x1 + (c + 0.5) (x2 - x1) / G`` (``G = S / 8``), the formula of
+the loss (section 3). (That formula, kept from the paper, takes a feature cell to be its bin; the
+receptive field of a zero-padded ResNet cell is centred near crop pixel ``8c`` instead, 3.5 pixels
+earlier, in the reference as here.) The reference uses ``x1 = j / (W - 1)``,
 ``x2 = (j + w - 1) / (W - 1)`` (pixel *centres*, core/transform_coord.py:162), which is off by
 up to half a source pixel relative to the resize. Both are normalised per axis (x by W, y by H),
 so for non-square images the coordinates are anisotropic in both conventions; we keep that,
@@ -46,7 +48,7 @@ from torchvision.transforms import functional as TF
 #: ImageNet mean / std (RGB, on [0, 1] pixel values): used for training *and* inference here.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The CIFAR-10 constants the public reference trains with (kept for documentation only).
+#: The CIFAR-10 constants the public reference trains with (``python -m hvc.train --normalization cifar10``).
 REFERENCE_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 REFERENCE_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 

@@ -10,7 +10,8 @@ gives each image two independent coordinate-aware crops (T = 1), and **never shu
 Every dataset item is addressed by a key ``(index, seed)``: ``seed`` drives the crops of that
 item, and :class:`EpochSampler` derives both the order and the seeds from ``(seed, epoch)``.
 So the data of step ``k`` depends only on ``(seed, k)`` -- not on the number of workers nor on
-whether the run was interrupted and resumed (section 4 / bug 4 of the reference).
+whether the run was interrupted and resumed (the reference checkpoints only the epoch,
+HVC_METHOD.md section 4, so a resumed run restarts its epoch with new data).
 """
 from __future__ import annotations
 
