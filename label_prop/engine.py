@@ -100,7 +100,7 @@ class LabelPropagator:
         self.t = 0  # index of the last frame whose labels are known
         # Long-term memory: frame 0, keys [C, h*w] and labels [h*w, K].
         self.key0 = first_feat.float().reshape(C, h * w).contiguous()
-        self.lab0 = first_labels.float().reshape(K, h * w).t().contiguous()
+        self.lab0 = first_labels.to(dev, torch.float32).reshape(K, h * w).t().contiguous()
         yy, xx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
         self.grid_y, self.grid_x = yy.reshape(-1), xx.reshape(-1)
 
@@ -186,7 +186,7 @@ class LabelPropagator:
         self.n_filled = min(self.n_filled + 1, self.n_context)
 
     def _predict(self, feat: torch.Tensor, t: int) -> torch.Tensor:
-        C, h, w, K, B, k = self.C, self.h, self.w, self.K, self.B, self.topk
+        C, h, w, K, k = self.C, self.h, self.w, self.K, self.topk
         hw = h * w
         q = feat.reshape(C, hw)
         # Long-term frame 0: dense scores, top-k distinct candidates per query.
@@ -214,7 +214,7 @@ class LabelPropagator:
 
     def _local_topk(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k over the short-term local windows: ([h*w, k] scores, [h*w, k] flat ring indices)."""
-        C, h, w, B, P, R, k = self.C, self.h, self.w, self.B, self.P, self.R, self.topk
+        C, h, w, B, R, k = self.C, self.h, self.w, self.B, self.R, self.topk
         n, S, Wpad = self.n_context, self.n_filled, self.Wpad
         qpad = feat.new_zeros(C, self.nty * B, self.ntx * B)
         qpad[:, :h, :w] = feat

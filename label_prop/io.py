@@ -42,13 +42,16 @@ def davis_palette() -> np.ndarray:
 
 
 DAVIS_PALETTE = davis_palette()
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Write a file atomically: ``write(tmp_path)`` fills a temporary file in the same folder,
     which is then renamed over ``path``, so readers never see a half-written file.
 
-    The parent folder is created. On error the temporary file is removed and the error re-raised.
+    The parent folder is created; the file gets the usual permissions (``0666`` minus the umask,
+    not ``mkstemp``'s ``0600``). On error the temporary file is removed and the error re-raised.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +59,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

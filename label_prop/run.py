@@ -12,7 +12,8 @@ BENCHMARK is davis16, davis17, davis17dev, ytvos18 or ytvos19 (:mod:`label_prop.
 FILELIST a ``.txt`` in HVC's ``<flag> <image> <mask>`` format (:mod:`label_prop.filelists`).
 Each sequence becomes a :class:`~label_prop.datasets.SequencePlan`: for DAVIS, frame 0's
 annotation is the only ground truth read; for YouTube-VOS, each object's first-appearance
-annotation, read when the stream reaches that frame. Frames are segmented one at a time by
+annotation (the start PNGs are decoded once while planning, to learn which ids start where;
+no later ground truth is opened). Frames are segmented one at a time by
 :class:`label_prop.multiref.MultiRefPropagator` (one :class:`label_prop.engine.LabelPropagator`
 per start frame; with every object at frame 0 it is exactly the single-reference engine), over
 the features of :mod:`label_prop.features`.
@@ -44,7 +45,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -55,7 +56,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from label_prop.datasets import data_root, get_benchmark, list_sequences, plan_sequence
-from label_prop.engine import LabelPropagator
 from label_prop.features import CheckpointError, FrameEncoder, build_encoder
 from label_prop.filelists import read_filelist, resolve_filelist
 from label_prop.io import VOID_ID, atomic_write, overlay, read_frame, read_mask, write_palette_png
@@ -135,6 +135,17 @@ def labels_to_ids(labels: torch.Tensor, size: tuple[int, int], ids: np.ndarray) 
     as HVC) and take the channel argmax; returns ``[H, W]`` uint8 object ids (``ids[channel]``)."""
     up = F.interpolate(labels[None].float(), size=size, mode="bilinear", align_corners=True)[0]
     return ids[up.argmax(0).cpu().numpy()]
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file; FileNotFoundError / ValueError naming the file otherwise."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"frame not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return im.size[::-1]
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the image ({exc})") from None
 
 
 def load_annotation(path: str | os.PathLike, binary: bool | None) -> np.ndarray:
@@ -366,8 +377,11 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     zip_path = None
     if bench is not None and bench.submission and not args.sequences:
         zip_path = submission_path(args.results_dir, args.model, bench)
+    ov_root = Path(args.results_dir) / args.model / "overlays" / name
     if not args.overwrite:
         existing = [str(out_root / s) for s in names if (out_root / s).exists()]
+        if args.save_overlays:
+            existing += [str(ov_root / s) for s in names if (ov_root / s).exists()]
         if existing:
             raise FileExistsError(
                 f"results exist: {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
@@ -397,13 +411,14 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     for plan in plans:
         seq, paths = plan.name, plan.frames
         t_first = min(plan.annotations)
-        first_img_size = Image.open(paths[t_first]).size[::-1]
+        first_img_size = _image_size(paths[t_first])
         tmp_dir = out_root / f".{seq}.partial"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
-        ov_dir = Path(args.results_dir) / args.model / "overlays" / name / seq
+        ov_dir = ov_root / seq
         if args.save_overlays:
-            ov_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(ov_dir, ignore_errors=True)  # absent, or --overwrite was given
+            ov_dir.mkdir(parents=True)
         tm = Timings()
         frames_read: list[np.ndarray] = []
 

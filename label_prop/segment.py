@@ -38,7 +38,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from label_prop.io import overlay, read_frame, read_mask, write_palette_png
+from label_prop.io import overlay, read_frame, write_palette_png
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -138,12 +138,14 @@ def segment_video_file(args: argparse.Namespace) -> dict:
         objects, model, or an output folder that holds files without ``--overwrite``.
     """
     from label_prop.features import build_encoder
-    from label_prop.run import Timings, pick_device, segment_frames
+    from label_prop.run import Timings, load_annotation, pick_device, segment_frames
 
     src = Path(args.input)
     out = Path(args.out)
+    if args.max_frames is not None and args.max_frames < 2:
+        raise ValueError(f"--max-frames must be >= 2 (the first frame is the mask's), got {args.max_frames}")
     n_frames, fps = video_info(src)
-    mask = read_mask(args.mask)
+    mask = load_annotation(args.mask, None)  # a 0/255 mask (DAVIS-2016 style) is object 1
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{out} holds files; pass --overwrite to write into it")
     objects = [int(o) for o in args.objects.split(",") if o.strip()] if args.objects else None

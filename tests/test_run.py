@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,6 +90,9 @@ def test_runner_writes_palette_pngs_and_record(tiny_davis, tmp_path, capsys):
     assert "label_prop.run" in rec["command"] and rec["git_revision"]
     assert rec["sequences"]["toy"]["propagate_s_per_frame"] > 0
     assert not list((res / "random" / "davis17dev").glob(".*partial"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert pngs[0].stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others, not mkstemp's 0600
 
 
 def test_runner_never_overwrites_without_flag(tiny_davis, tmp_path, capsys):
@@ -105,6 +107,13 @@ def test_runner_never_overwrites_without_flag(tiny_davis, tmp_path, capsys):
     assert "--overwrite" in err and "toy" in err
     assert marker.read_bytes() == before
     assert _run(args + ["--overwrite", "--seed", "1"]) == 0
+    # overlays follow the same rule
+    with_ov = args + ["--save-overlays", "--overwrite"]
+    assert _run(with_ov) == 0
+    assert _run(args[:-2] + ["--results-dir", str(tmp_path / "other"), "--save-overlays"]) == 0
+    (tmp_path / "other" / "random" / "davis17dev" / "toy").rename(tmp_path / "moved")
+    assert _run(args[:-2] + ["--results-dir", str(tmp_path / "other"), "--save-overlays"]) == 1
+    assert "overlays" in capsys.readouterr().err
 
 
 def test_runner_clear_errors(tiny_davis, tmp_path, capsys):
@@ -116,6 +125,10 @@ def test_runner_clear_errors(tiny_davis, tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert _run(["random", "davis17dev", "--data-root", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
+    first = root / "DAVIS2017-test-dev" / "JPEGImages" / "480p" / "toy" / "00000.jpg"
+    first.write_bytes(b"not a jpeg")
+    assert _run(["random", "davis17dev", "--data-root", str(root), "--results-dir", str(res)]) == 1
+    assert "00000.jpg" in capsys.readouterr().err
 
 
 def _env():
