@@ -9,7 +9,8 @@ No download: the clip is built from photographs that scikit-image ships. A disk 
 ground truth is known. The first frame's mask is propagated by the engine with the encoder of
 ``--model`` (``random`` by default, or a checkpoint as in ``run_test.sh``), and the prediction is
 scored with the DAVIS metrics (first and last frames excluded). With ``--out`` the palette PNGs
-and overlays are written there (an existing folder is refused unless ``--overwrite``, which replaces only its numbered PNG/JPEG files).
+and overlays are written there (an existing folder is refused unless ``--overwrite``, which
+replaces only its numbered PNG/JPEG files).
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=24, help="clip length (default 24)")
     p.add_argument("--n-context", type=int, default=50, help="short-term context frames (default 50)")
     p.add_argument("--out", type=Path, default=None, help="write palette PNGs and overlays here")
-    p.add_argument("--overwrite", action="store_true", help="write into an existing --out folder (its numbered .png/.jpg files are replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder (its numbered .png/.jpg files are replaced)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     return p
 
@@ -99,8 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"J&F-Mean {s['J&F-Mean']:.3f}  J-Mean {s['J-Mean']:.3f}  F-Mean {s['F-Mean']:.3f}  "
           f"J-Recall {s['J-Recall']:.3f}  J-Decay {s['J-Decay']:.3f}")
     if args.out is not None:
-        for old in list(args.out.glob("[0-9]*.png")) + list(args.out.glob("[0-9]*.jpg")) if args.out.exists() else []:
-            old.unlink()  # the demo's own outputs of an earlier run, nothing else
+        for pattern in ("[0-9]*.png", "[0-9]*.jpg"):  # the demo's own earlier outputs, nothing else
+            for old in args.out.glob(pattern):
+                old.unlink()
         for t in range(args.frames):
             write_palette_png(args.out / f"{t:05d}.png", pred[t])
             Image.fromarray(overlay(frames[t], pred[t])).save(args.out / f"{t:05d}.jpg", quality=90)

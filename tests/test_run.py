@@ -107,13 +107,14 @@ def test_runner_never_overwrites_without_flag(tiny_davis, tmp_path, capsys):
     assert "--overwrite" in err and "toy" in err
     assert marker.read_bytes() == before
     assert _run(args + ["--overwrite", "--seed", "1"]) == 0
-    # overlays follow the same rule
-    with_ov = args + ["--save-overlays", "--overwrite"]
-    assert _run(with_ov) == 0
-    assert _run(args[:-2] + ["--results-dir", str(tmp_path / "other"), "--save-overlays"]) == 0
+    # overlays follow the same rule: with the masks gone, existing overlays still block a run
+    ov_args = ["random", "davis17dev", "--data-root", str(root), "--results-dir", str(tmp_path / "other"),
+               "--n-context", "1", "--save-overlays"]
+    assert _run(ov_args) == 0
     (tmp_path / "other" / "random" / "davis17dev" / "toy").rename(tmp_path / "moved")
-    assert _run(args[:-2] + ["--results-dir", str(tmp_path / "other"), "--save-overlays"]) == 1
+    assert _run(ov_args) == 1
     assert "overlays" in capsys.readouterr().err
+    assert _run(ov_args + ["--overwrite"]) == 0
 
 
 def test_runner_clear_errors(tiny_davis, tmp_path, capsys):
