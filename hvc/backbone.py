@@ -65,6 +65,7 @@ class ResNetStride8(nn.Module):
         return RESNET18_STAGES[: RESNET18_STAGES.index(self.last_layer) + 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` normalised images -> features ``[N, 256 (layer3) or 512 (layer4), H/8, W/8]``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         if self.last_layer == "layer4":

@@ -41,8 +41,10 @@ ENCODER_FORMAT = "hvc-encoder-v1"
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then atomically rename the result to ``path``.
 
-    The temporary file lives in ``path``'s directory (``os.replace`` is atomic only within a
-    filesystem); it is removed if ``write`` raises.
+    The temporary file ``.<name>.tmp<pid>`` lives in ``path``'s directory (``os.replace`` is atomic
+    only within a filesystem; the parent folder is created) and gets the usual permissions (0666
+    minus the umask); it is fsynced before the rename and removed if ``write`` raises. Used for
+    every file both packages write (checkpoints, logs, masks, CSVs, zips).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.

@@ -60,6 +60,7 @@ class ProjBlock(nn.Module):
         self.relu = nn.LeakyReLU(0.01, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, in_dim, h, w]`` -> ``[N, out_dim, h, w]`` (1x1 convolutions only)."""
         r = self.relu(self.bn1(self.conv1(x)))
         o = self.relu(self.bn2(self.conv2(r) + r))
         return self.conv3(o)
@@ -83,6 +84,7 @@ class FlowHead(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_dim)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Pseudo-flow ``[N, 2, h, w]`` from query and key features, each ``[N, C, h, w]`` (concatenated)."""
         x = torch.cat((q, k), dim=1)
         return self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
 

@@ -46,6 +46,7 @@ class ResNet50Layer3(nn.Module):
         self.out_channels = 1024
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` normalised images -> ``[N, 1024, ceil(H/8), ceil(W/8)]`` (layer3, stride 8)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
@@ -75,6 +76,7 @@ class FrameEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` uint8 RGB or float in [0, 1] -> ``[N, C, ceil(H/8), ceil(W/8)]``, unit L2 norm over C."""
         x = frames.float()
         if frames.dtype == torch.uint8:
             x = x / 255.0

@@ -99,7 +99,6 @@ def write_filelists(root: str | os.PathLike | None = None, out_dir: str | os.Pat
         if path.exists() and path.read_text() != text and not overwrite:
             raise FileExistsError(f"{path} exists with different content; pass --overwrite to replace it")
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-        os.chmod(path, 0o644)
         written[name] = path
     return written
 

@@ -13,12 +13,12 @@ colours in any viewer and read back as ids.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+from hvc.checkpoint import atomic_write  # noqa: F401  one atomic writer for both packages (re-exported)
 
 #: Id of void pixels in DAVIS-2017 annotations.
 VOID_ID = 255
@@ -42,29 +42,6 @@ def davis_palette() -> np.ndarray:
 
 
 DAVIS_PALETTE = davis_palette()
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Write a file atomically: ``write(tmp_path)`` fills a temporary file in the same folder,
-    which is then renamed over ``path``, so readers never see a half-written file.
-
-    The parent folder is created; the file gets the usual permissions (``0666`` minus the umask,
-    not ``mkstemp``'s ``0600``). On error the temporary file is removed and the error re-raised.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_frame(path: str | os.PathLike) -> np.ndarray:

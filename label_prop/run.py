@@ -507,15 +507,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 error)."""
-    args = build_parser().parse_args(argv)
+def call_cli(job: Callable[[argparse.Namespace], object], args: argparse.Namespace):
+    """Run ``job(args)`` for a command-line entry point of this package.
+
+    Applies ``args.threads`` (torch CPU threads, when set) first. Bad input (ValueError,
+    FileNotFoundError, FileExistsError, CheckpointError) becomes one ``error: ...`` line on stderr
+    and the result ``None``; anything else propagates. Returns ``job``'s result otherwise.
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        run_path = run_benchmark(args)
+        return job(args)
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 error)."""
+    run_path = call_cli(run_benchmark, build_parser().parse_args(argv))
+    if run_path is None:
         return 1
     rec = json.loads(run_path.read_text())
     print(f"{rec['frames']} frames of {len(rec['sequences'])} sequences in {rec['wall_s']:.1f} s on {rec['device']}: "

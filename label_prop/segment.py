@@ -231,17 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 error)."""
-    from label_prop.features import CheckpointError
+    from label_prop.run import call_cli
 
     args = build_parser().parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    try:
-        rec = segment_video_file(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    rec = call_cli(segment_video_file, args)
+    if rec is None:
         return 1
     print(f"{rec['frames']} frames in {rec['wall_s']:.1f} s, peak RSS {rec['peak_rss_mib']:.0f} MiB; "
           f"wrote {args.out}/<frame>.png" + ("" if args.no_overlay else f" and {args.out}/overlay.mp4"))

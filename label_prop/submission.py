@@ -89,13 +89,12 @@ def build_submission(bench: Benchmark | str, pred_dir: str | os.PathLike, zip_pa
                              f"{', '.join(e + '.png' for e in extra[:3])}")
         members += [(folder / f"{s}.png", f"{prefix}{seq}/{s}.png") for s in stems]
 
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for src, arc in members:
                 zf.write(src, arc)
 
     atomic_write(zip_path, write)
-    os.chmod(zip_path, 0o644)
     return zip_path
 
 
