@@ -21,11 +21,10 @@ from torch.nn import functional as F
 from torchvision.models import resnet50
 
 from hvc.backbone import ResNetStride8, _set_stride_one
+from hvc.checkpoint import ENCODER_FORMAT  # the tag hvc.export writes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: ``format`` tag of the encoder files written by ``python -m hvc.export``.
-EXPORT_FORMAT = "hvc-encoder-v1"
 #: HVC's weight of the ResNet-18 features in the merged embedding.
 MERGE_LAMBDA = 1.05
 
@@ -136,7 +135,7 @@ def load_resnet18(path: str | os.PathLike) -> ResNetStride8:
     obj = _load_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
-    if obj.get("format") == EXPORT_FORMAT:
+    if obj.get("format") == ENCODER_FORMAT:
         state = obj["state_dict"]
     elif "model" in obj or "optimizer" in obj:
         raise CheckpointError(
