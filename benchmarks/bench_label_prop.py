@@ -6,12 +6,13 @@
 DAVIS-size features by default (854x480 frames at stride 8 give a 60x107 grid, 256 channels).
 For each n_context, both implementations label the same frame in steady state: the context
 holds ``n_context`` distinct short-term frames (the ring is pre-filled, so no copies of frame 0),
-plus frame 0. Reported per implementation: seconds per frame (median over ``--repeats``; the
-dense one runs once by default on CPU, it takes about a minute there), frames/s, peak memory
-during the step (CPU: resident-set growth sampled every 2 ms; CUDA: max_memory_allocated) and,
-for the engine, the size of its ring buffer of context features and labels (allocated once), and
-the agreement of the outputs (max |difference| of soft labels, argmax agreement). The speed ratio
-dense/engine is computed in the same process.
+plus frame 0. Reported per implementation: seconds per frame (median over ``--repeats`` steps,
+engine and dense steps alternating; a dense step takes 10-40 s on CPU), frames/s, peak memory
+during one more, untimed step (CPU: resident-set growth sampled every 2 ms by a thread, kept
+out of the timed steps; CUDA: max_memory_allocated) and, for the engine, the size of its ring
+buffer of context features and labels (allocated once), and the agreement of the outputs (max
+|difference| of soft labels, argmax agreement). The speed ratio dense/engine is computed in the
+same process.
 """
 from __future__ import annotations
 
@@ -70,17 +71,20 @@ class PeakMemory:
             self.peak = max(self.peak, _rss() - self.base)
 
 
-def _timed(fn, device, repeats):
-    times, peak, out = [], 0, None
-    for _ in range(repeats):
-        with PeakMemory(device) as pm:
-            t0 = time.perf_counter()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        peak = max(peak, pm.peak)
-    return statistics.median(times), peak, out
+def _peak(fn, device):
+    """Output and peak memory of one untimed run (the CPU sampler is a Python thread that competes
+    for the interpreter, so no timed run has it)."""
+    with PeakMemory(device) as pm:
+        out = fn()
+    return out, pm.peak
+
+
+def _seconds(fn, device):
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
 
 
 def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, seed=0):
@@ -107,8 +111,16 @@ def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, s
         return dense_frame(q.reshape(C, h * w), keys, labs, (h, w), query_chunk=256)
 
     engine_step()  # warm-up
-    t_e, m_e, out_e = _timed(engine_step, device, repeats)
-    t_d, m_d, out_d = _timed(dense_step, device, dense_repeats)
+    out_e, m_e = _peak(engine_step, device)
+    out_d, m_d = _peak(dense_step, device)
+    # Engine and dense steps alternate, so that a drift in the machine's speed hits both.
+    times_e, times_d = [], []
+    for i in range(max(repeats, dense_repeats)):
+        if i < repeats:
+            times_e.append(_seconds(engine_step, device))
+        if i < dense_repeats:
+            times_d.append(_seconds(dense_step, device))
+    t_e, t_d = statistics.median(times_e), statistics.median(times_d)
     out_e = out_e.reshape(K, h * w).t()
     diff = (out_e - out_d).abs().max().item()
     agree = (out_e.argmax(1) == out_d.argmax(1)).float().mean().item()
@@ -123,7 +135,7 @@ def main(argv=None):
     p.add_argument("--objects", type=int, default=3, help="label channels K (background included)")
     p.add_argument("--n-context", type=int, nargs="+", default=(20, 50))
     p.add_argument("--repeats", type=int, default=3, help="timed engine steps (median)")
-    p.add_argument("--dense-repeats", type=int, default=None, help="timed dense steps (default 1 on CPU, 3 on CUDA)")
+    p.add_argument("--dense-repeats", type=int, default=None, help="timed dense steps (default: --repeats)")
     p.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     args = p.parse_args(argv)
@@ -139,7 +151,7 @@ def main(argv=None):
     print("-" * len(header))
     for dev_name in devices:
         device = torch.device(dev_name)
-        dense_repeats = args.dense_repeats or (3 if device.type == "cuda" else 1)
+        dense_repeats = args.dense_repeats or args.repeats
         for n in args.n_context:
             r = bench(device, tuple(args.grid), args.channels, args.objects, n, args.repeats, dense_repeats)
             print(f"{dev_name:6} {n:5d} | {r['t_e']:14.3f} {1 / r['t_e']:8.3f} {r['m_e'] / 2**20:8.0f} {r['ring'] / 2**20:8.0f} | "
