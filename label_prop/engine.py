@@ -242,7 +242,6 @@ class LabelPropagator:
         kg = min(k, hw)
         gval = torch.empty(hw, kg, device=self.device)
         gidx = torch.empty(hw, kg, dtype=torch.int64, device=self.device)
-
         for s in range(0, hw, self.query_chunk):
             sl = slice(s, min(s + self.query_chunk, hw))
             gval[sl], gidx[sl] = (q[:, sl].t() @ self.key0).topk(kg, dim=1)
