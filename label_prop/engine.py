@@ -60,10 +60,11 @@ class LabelPropagator:
     as wide as the radius allows for the tile's nearest query row (808 cells for 8 x 8 tiles and
     radius 12, against 900 for the bounding square). The ring buffer is laid out
     ``[rows, cols, slot, C]``, so one region row over all filled slots is a contiguous
-    ``[cols * slots, C]`` block: a few batched matrix products per tile (rows of equal width),
-    with no copy. The top-k is then taken in two exact stages over each cell's maximum across
-    the slots (see :func:`_local_topk`), so the radius mask and the first top-k touch only
-    ``n_groups x Bh*Bw`` values instead of all the scores. Frame 0 is scored densely once per
+    ``[cols * slots, C]`` block: one batched matrix product per region row for all the tiles of a
+    tile row (up to ``tiles_per_batch`` = 16 at a time), with no copy. The top-k is then taken
+    in two exact stages over each cell's maximum across the slots (see :func:`_local_topk`), so
+    the radius mask and the first top-k touch only ``n_groups x Bh*Bw`` values per tile instead
+    of all the scores. Frame 0 is scored densely once per
     frame; its copies among the short-term entries count as multiplicities in the top-k.
 
     Args:
@@ -81,10 +82,10 @@ class LabelPropagator:
             ``query_chunk * h * w * 4`` bytes).
 
     Memory: the ring buffer holds ``n_context * (h + 2P + Bh) * (w + 2P + Bw) * (C + K)``
-    float32 values (about 0.6 GB for 480p, C = 256, K = 3, n_context = 50), plus per-tile scores
-    of ``n_groups * n_context * Bh*Bw`` floats (10 MB at the defaults) and a per-tile mask of
-    ``h * w * n_groups`` bools (6 MB at 480p). All tensors live on ``first_feat.device`` (CUDA
-    when the caller put the features there), in float32.
+    float32 values (about 0.6 GB for 480p, C = 256, K = 3, n_context = 50), plus the scores of a
+    batch of tiles, ``tiles_per_batch * n_groups * n_context * Bh*Bw`` floats (145 MB at 480p and
+    n_context 50), and a per-tile mask of ``h * w * n_groups`` bools (6 MB at 480p). All tensors
+    live on ``first_feat.device`` (CUDA when the caller put the features there), in float32.
 
     Raises:
         ValueError: shapes disagree or a hyperparameter is out of range.
@@ -129,38 +130,25 @@ class LabelPropagator:
         # Region row a (0 <= a < R) is d = max(0, P - a, a - P - Bh + 1) rows from the tile; only
         # its columns within the radius of some query of the tile are scored: P - wd ... P + Bw - 1
         # + wd, wd the largest integer with d^2 + wd^2 < radius^2 (the disc-tight region).
+        # Groups: one per scored region cell, holding its scores over all slots, row by row.
         r2 = radius * radius
-        widths = {}  # (width, first column) -> region rows
+        self.region_rows = []  # (row, width, first column, first group)
+        g = 0
         for a in range(R):
             d = max(0, P - a, a - P - Bh + 1)
             wd = 0
             while d * d + (wd + 1) ** 2 < r2:
                 wd += 1
-            widths.setdefault((Bw + 2 * wd, P - wd), []).append(a)
-        # Row batches for one batched product each: rows of equal width at a uniform stride
-        # (a contiguous run, or a row above the tile paired with its mirror below).
-        self.row_batches = []  # (first row, row stride, rows, width, first column, first group)
-        g = 0
-        for (W, c0), rows in widths.items():
-            half = len(rows) // 2
-            if rows[-1] - rows[0] == len(rows) - 1:
-                sets = [rows]
-            elif len(rows) % 2 == 0 and rows[half - 1] - rows[0] == half - 1:
-                sets = [[rows[i], rows[i + half]] for i in range(half)]
-            else:
-                sets = [[r] for r in rows]
-            for rs in sets:
-                step = rs[1] - rs[0] if len(rs) > 1 else 1
-                self.row_batches.append((rs[0], step, len(rs), W, c0, g))
-                g += len(rs) * W
-        # Groups: one per scored region cell (a, b), holding its scores over all slots, in the
-        # order of the row batches.
-        ga = torch.tensor([a0 + i * da for a0, da, m, W, c0, g0 in self.row_batches
-                           for i in range(m) for _ in range(W)], device=dev)
-        gb = torch.tensor([c0 + j for a0, da, m, W, c0, g0 in self.row_batches
-                           for i in range(m) for j in range(W)], device=dev)
+            self.region_rows.append((a, Bw + 2 * wd, P - wd, g))
+            g += Bw + 2 * wd
+        ga = torch.tensor([a for a, W, c0, g in self.region_rows for _ in range(W)], device=dev)
+        gb = torch.tensor([c0 + j for a, W, c0, g in self.region_rows for j in range(W)], device=dev)
         self.n_groups = ga.numel()
         self.group_cell = ga * self.Wpad + gb  # region-relative cell index in the padded grid
+        self.group_row_start = torch.tensor([g for a, W, c0, g in self.region_rows for _ in range(W)], device=dev)
+        self.group_width = torch.tensor([W for a, W, c0, g in self.region_rows for _ in range(W)], device=dev)
+        # Tiles of one tile row are scored together, at most this many at a time (bounds the scores).
+        self.tiles_per_batch = min(ntx, 16)
         # in_radius[g, q]: group g's cell is within the radius of the tile's query q.
         qa = torch.arange(Bh, device=dev).repeat_interleave(Bw)
         qb = torch.arange(Bw, device=dev).repeat(Bh)
@@ -262,14 +250,14 @@ class LabelPropagator:
         return out.t().reshape(K, h, w)
 
     def _scratch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-tile scratch buffers (allocated once): flat scores ``[n_groups * n_context *
-        Bh*Bw + 1]`` ending with a -inf sentinel, and cell maxima ``[n_groups (padded for the
-        top-k), Bh*Bw]`` with -inf padding rows."""
+        """Scratch buffers for a batch of ``T = tiles_per_batch`` tiles (allocated once): flat
+        scores ``[T * n_groups * n_context * Bh*Bw + 1]`` ending with a -inf sentinel, and cell
+        maxima ``[T, n_groups (padded for the top-k), Bh*Bw]`` with -inf padding rows."""
         if self._scratch_set is None:
-            BB, G = self.Bh * self.Bw, self.n_groups
-            flat = torch.empty(G * max(self.n_context, 1) * BB + 1, device=self.device)
+            BB, G, T = self.Bh * self.Bw, self.n_groups, self.tiles_per_batch
+            flat = torch.empty(T * G * max(self.n_context, 1) * BB + 1, device=self.device)
             flat[-1] = float("-inf")
-            gmax = torch.full((_topk_len(G, min(self.topk, G), self.device), BB), float("-inf"),
+            gmax = torch.full((T, _topk_len(G, min(self.topk, G), self.device), BB), float("-inf"),
                               device=self.device)
             self._scratch_set = (flat, gmax)
         return self._scratch_set
@@ -305,16 +293,17 @@ def _local_topk(prop: LabelPropagator, feat: torch.Tensor) -> tuple[torch.Tensor
     """Top-k over the short-term local windows of ``feat`` ``[C, h, w]``: ``([h*w, k'] scores,
     [h*w, k'] flat ring indices)``, ``k' = min(k, candidates)``, -inf where a query has fewer.
 
-    Per tile, the scores of its ``n_groups`` region cells over the ``S`` filled slots are computed
-    as ``[n_groups, S, Bh*Bw]`` (one batched product per row batch), each cell's maximum over the
-    slots kept, and the top-k taken in two exact stages: first the ``k`` cells with the highest
-    maxima within the radius, then the top-k of those cells' ``k * S`` scores. A cell left out has
-    ``k`` chosen cells whose maxima, each a real candidate, are at least as high as any of its
-    scores, so the result is the top-k over all candidates. The radius mask is constant over the
-    slots, so it is applied to the cell maxima only.
+    The tiles of a tile row are scored together (at most ``tiles_per_batch``), one batched
+    product per region row (batched over the tiles): scores ``[tiles, n_groups, S, Bh*Bw]`` for
+    the ``n_groups`` region cells over the ``S`` filled slots. Each cell's maximum over the slots
+    is kept and the top-k taken in two exact stages: first the ``k`` cells with the highest maxima
+    within the radius, then the top-k of those cells' ``k * S`` scores. A cell left out has ``k``
+    chosen cells whose maxima, each a real candidate, are at least as high as any of its scores,
+    so the result is the top-k over all candidates. The radius mask is constant over the slots,
+    so it is applied to the cell maxima only.
     """
     C, h, w, Bh, Bw, k = prop.C, prop.h, prop.w, prop.Bh, prop.Bw, prop.topk
-    n, S, G, dev = prop.n_context, prop.n_filled, prop.n_groups, prop.device
+    n, S, G, T, dev = prop.n_context, prop.n_filled, prop.n_groups, prop.tiles_per_batch, prop.device
     BB = Bh * Bw
     qpad = feat.new_zeros(C, prop.nty * Bh, prop.ntx * Bw)
     qpad[:, :h, :w] = feat
@@ -327,38 +316,45 @@ def _local_topk(prop: LabelPropagator, feat: torch.Tensor) -> tuple[torch.Tensor
     idxs = torch.empty(prop.nty * Bh, prop.ntx * Bw, kl, dtype=torch.int64, device=dev)
     flat, gmax = prop._scratch()
     sentinel = flat.numel() - 1  # holds -inf
-    scores = flat[:G * S * BB].view(G, S, BB)
-    # Flat index of score (q, j, s) of the chosen cells gi [B*B, kg]: (gi[q, j] * S + s) * B*B + q;
-    # columns past kg * S point to the sentinel.
+    # Region row a's scores: a [tiles, W_a, S, B*B] block at T * S * B*B * (its first group). Score
+    # (tile t, cell g, slot s, query q) is then at gbase[g] + t * tstride[g] + s * B*B + q.
+    gcol = torch.arange(G, device=dev) - prop.group_row_start
+    gbase = (T * prop.group_row_start + gcol) * (S * BB)
+    tstride = prop.group_width * (S * BB)
     offs = torch.arange(BB, device=dev).view(BB, 1, 1) + torch.arange(S, device=dev).view(1, 1, S) * BB
-    cand_idx = torch.full((BB, _topk_len(L, kl, dev)), sentinel, dtype=torch.int64, device=dev)
-    idx = cand_idx[:, :L].view(BB, kg, S)
+    # Second-stage candidate indices; columns past kg * S point to the sentinel.
+    cand_idx = torch.full((T, BB, _topk_len(L, kl, dev)), sentinel, dtype=torch.int64, device=dev)
+    tile_no = torch.arange(T, device=dev).view(T, 1, 1)
     st = prop.ring_key.stride()
     for ty in range(prop.nty):
-        for tx in range(prop.ntx):
-            y0, x0 = ty * Bh, tx * Bw  # padded coordinates of the region origin
-            qt = qtiles[ty, tx]
-            for a, da, m, W, c0, g0 in prop.row_batches:  # m rows of width W, da apart
-                base = (y0 + a) * st[0] + (x0 + c0) * st[1]
-                blk = scores[g0:g0 + m * W]
-                if S == n:  # a row's keys over all slots: one contiguous [W * n, C] block
-                    keys = prop.ring_key.as_strided((m, W * n, C), (da * st[0], st[2], 1), base)
-                    torch.bmm(keys, qt.expand(m, C, BB), out=blk.view(m, W * n, BB))
+        y0 = ty * Bh  # padded row of the region origins
+        for t0 in range(0, prop.ntx, T):
+            nt = min(T, prop.ntx - t0)
+            qt = qtiles[ty, t0:t0 + nt]  # [nt, C, B*B]
+            for a, W, c0, g in prop.region_rows:
+                base = (y0 + a) * st[0] + (t0 * Bw + c0) * st[1]
+                out = flat[T * S * BB * g:T * S * BB * g + nt * W * S * BB].view(nt, W * S, BB)
+                if S == n:  # a row's keys over all slots: one contiguous [W * n, C] block per tile
+                    keys = prop.ring_key.as_strided((nt, W * n, C), (Bw * st[1], st[2], 1), base)
+                    torch.bmm(keys, qt, out=out)
                 else:
-                    for i in range(m):
-                        keys = prop.ring_key.as_strided((W, S, C), (st[1], st[2], 1), base + i * da * st[0])
-                        torch.bmm(keys, qt.expand(W, C, BB), out=blk[i * W:(i + 1) * W])
-                torch.amax(blk, dim=1, out=gmax[g0:g0 + m * W])
-            cells = prop.tile_cells[ty, tx]
-            gmax[:G].masked_fill_(prop.tile_blocked[ty, tx], float("-inf"))
-            gv, gi = gmax.topk(kg, dim=0)  # [kg, B*B] best cells per query
-            gi = gi.t().clamp_(max=G - 1)  # [B*B, kg]; rows past G are -inf padding
-            torch.add(offs, gi.unsqueeze(-1) * (S * BB), out=idx)
-            idx.masked_fill_(torch.isneginf(gv).t().unsqueeze(-1), sentinel)
-            v, pos = flat[cand_idx].topk(kl, dim=1)  # [B*B, kl]
-            cell = cells[gi.gather(1, (pos // S).clamp_(max=kg - 1))]
-            vals[y0:y0 + Bh, x0:x0 + Bw] = v.view(Bh, Bw, kl)
-            idxs[y0:y0 + Bh, x0:x0 + Bw] = (cell * n + pos % S).view(Bh, Bw, kl)
+                    for t in range(nt):
+                        keys = prop.ring_key.as_strided((W, S, C), (st[1], st[2], 1), base + t * Bw * st[1])
+                        torch.bmm(keys, qt[t].expand(W, C, BB), out=out[t].view(W, S, BB))
+                torch.amax(out.view(nt, W, S, BB), dim=2, out=gmax[:nt, g:g + W])
+            gm = gmax[:nt]
+            gm[:, :G].masked_fill_(prop.tile_blocked[ty, t0:t0 + nt], float("-inf"))
+            gv, gi = gm.topk(kg, dim=1)  # [nt, kg, B*B] best cells per query
+            gi = gi.transpose(1, 2).clamp_(max=G - 1)  # [nt, B*B, kg]; rows past G are -inf padding
+            idx = cand_idx[:nt, :, :L].view(nt, BB, kg, S)
+            torch.add(offs, (gbase[gi] + tile_no[:nt] * tstride[gi]).unsqueeze(-1), out=idx)
+            idx.masked_fill_(torch.isneginf(gv).transpose(1, 2).unsqueeze(-1), sentinel)
+            v, pos = flat[cand_idx[:nt]].topk(kl, dim=2)  # [nt, B*B, kl]
+            g_best = gi.gather(2, (pos // S).clamp_(max=kg - 1))
+            cell = prop.tile_cells[ty, t0:t0 + nt].gather(1, g_best.view(nt, -1)).view(nt, BB, kl)
+            x0, x1 = t0 * Bw, (t0 + nt) * Bw
+            vals[y0:y0 + Bh, x0:x1] = v.view(nt, Bh, Bw, kl).transpose(0, 1).reshape(Bh, nt * Bw, kl)
+            idxs[y0:y0 + Bh, x0:x1] = (cell * n + pos % S).view(nt, Bh, Bw, kl).transpose(0, 1).reshape(Bh, nt * Bw, kl)
     return vals[:h, :w].reshape(h * w, kl), idxs[:h, :w].reshape(h * w, kl)
 
 

@@ -31,6 +31,7 @@ CONFIGS = [
     (6, 16, 10, 10, 3, 10, 0.1, 4, 0, 4),    # no short-term context: frame 0 only
     (9, 8, 6, 7, 2, 6, 0.1, 1.5, 7, 1),      # region of 3 rows < filled slots < n_context
     (8, 8, 11, 13, 3, 6, 0.1, 4, 3, (3, 5)),  # rectangular tiles
+    (6, 8, 7, 37, 2, 5, 0.1, 3, 3, (2, 1)),   # 37 tiles per tile row: scored in batches of 16, 16, 5
     # topk 2 over 96 cells and up to 80 second-stage candidates: both top-k rows padded (CPU)
     (36, 4, 6, 7, 2, 2, 0.1, 4, 40, 4),
 ]
