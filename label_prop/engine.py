@@ -119,12 +119,12 @@ class LabelPropagator:
         R = Bh + 2 * P
         nty, ntx = math.ceil(h / Bh), math.ceil(w / Bw)
         self.Bh, self.Bw, self.P, self.nty, self.ntx = Bh, Bw, P, nty, ntx
-        self.Hpad, self.Wpad = nty * Bh + 2 * P, ntx * Bw + 2 * P
+        Hpad, Wpad = nty * Bh + 2 * P, ntx * Bw + 2 * P
         # Ring buffer [rows, cols, slot, C] (and labels [rows, cols, slot, K]), zero-padded by P:
         # one region row's keys over all slots are one contiguous [cols * slots, C] block.
         n = n_context
-        self.ring_key = torch.zeros(self.Hpad, self.Wpad, n, C, device=dev)
-        self.ring_lab = torch.zeros(self.Hpad, self.Wpad, n, K, device=dev)
+        self.ring_key = torch.zeros(Hpad, Wpad, n, C, device=dev)
+        self.ring_lab = torch.zeros(Hpad, Wpad, n, K, device=dev)
         self.n_filled = 0
         self.next_slot = 0
         # Region row a (0 <= a < R) is d = max(0, P - a, a - P - Bh + 1) rows from the tile; only
@@ -141,28 +141,32 @@ class LabelPropagator:
                 wd += 1
             self.region_rows.append((a, Bw + 2 * wd, P - wd, g))
             g += Bw + 2 * wd
-        ga = torch.tensor([a for a, W, c0, g in self.region_rows for _ in range(W)], device=dev)
-        gb = torch.tensor([c0 + j for a, W, c0, g in self.region_rows for j in range(W)], device=dev)
-        self.n_groups = ga.numel()
-        self.group_cell = ga * self.Wpad + gb  # region-relative cell index in the padded grid
-        self.group_row_start = torch.tensor([g for a, W, c0, g in self.region_rows for _ in range(W)], device=dev)
-        self.group_width = torch.tensor([W for a, W, c0, g in self.region_rows for _ in range(W)], device=dev)
+        self.n_groups = g
+        width = torch.tensor([W for _, W, _, _ in self.region_rows], device=dev)
+        row_start = torch.tensor([g0 for _, _, _, g0 in self.region_rows], device=dev).repeat_interleave(width)
+        gcol = torch.arange(g, device=dev) - row_start  # cell's place in its row
+        ga = torch.arange(R, device=dev).repeat_interleave(width)
+        gb = torch.tensor([c0 for _, _, c0, _ in self.region_rows], device=dev).repeat_interleave(width) + gcol
         # Tiles of one tile row are scored together, at most this many at a time (bounds the scores).
-        self.tiles_per_batch = min(ntx, 16)
+        self.tiles_per_batch = T = min(ntx, 16)
+        # Scores of a batch of tiles: row a is a [T, W_a, S, Bh*Bw] block; cell g's scores for
+        # tile t start at (group_offset[g] + t * group_width[g]) * S * Bh*Bw.
+        self.group_width = width.repeat_interleave(width)
+        self.group_offset = T * row_start + gcol
         # in_radius[g, q]: group g's cell is within the radius of the tile's query q.
         qa = torch.arange(Bh, device=dev).repeat_interleave(Bw)
         qb = torch.arange(Bw, device=dev).repeat(Bh)
         dy = ga.view(-1, 1) - (qa + P).view(1, Bh * Bw)
         dx = gb.view(-1, 1) - (qb + P).view(1, Bh * Bw)
-        self.in_radius = (dy * dy + dx * dx) < r2  # [n_groups, Bh*Bw]
-        valid = torch.zeros(self.Hpad, self.Wpad, dtype=torch.bool, device=dev)
+        in_radius = (dy * dy + dx * dx) < r2  # [n_groups, Bh*Bw]
+        valid = torch.zeros(Hpad, Wpad, dtype=torch.bool, device=dev)
         valid[P:P + h, P:P + w] = True
         # Per tile: its cells' padded-grid indices [nty, ntx, n_groups], and which (cell, query)
         # pairs are out of the radius or off the image [nty, ntx, n_groups, Bh*Bw].
-        origin = (torch.arange(nty, device=dev) * Bh * self.Wpad).view(nty, 1, 1) \
+        origin = (torch.arange(nty, device=dev) * Bh * Wpad).view(nty, 1, 1) \
             + (torch.arange(ntx, device=dev) * Bw).view(1, ntx, 1)
-        self.tile_cells = origin + self.group_cell.view(1, 1, -1)
-        self.tile_blocked = ~(self.in_radius & valid.reshape(-1)[self.tile_cells].unsqueeze(-1))
+        self.tile_cells = origin + (ga * Wpad + gb).view(1, 1, -1)
+        self.tile_blocked = ~(in_radius & valid.reshape(-1)[self.tile_cells].unsqueeze(-1))
         self._scratch_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ public
@@ -316,10 +320,8 @@ def _local_topk(prop: LabelPropagator, feat: torch.Tensor) -> tuple[torch.Tensor
     idxs = torch.empty(prop.nty * Bh, prop.ntx * Bw, kl, dtype=torch.int64, device=dev)
     flat, gmax = prop._scratch()
     sentinel = flat.numel() - 1  # holds -inf
-    # Region row a's scores: a [tiles, W_a, S, B*B] block at T * S * B*B * (its first group). Score
-    # (tile t, cell g, slot s, query q) is then at gbase[g] + t * tstride[g] + s * B*B + q.
-    gcol = torch.arange(G, device=dev) - prop.group_row_start
-    gbase = (T * prop.group_row_start + gcol) * (S * BB)
+    # Score (tile t, cell g, slot s, query q) is at gbase[g] + t * tstride[g] + s * B*B + q.
+    gbase = prop.group_offset * (S * BB)
     tstride = prop.group_width * (S * BB)
     offs = torch.arange(BB, device=dev).view(BB, 1, 1) + torch.arange(S, device=dev).view(1, 1, S) * BB
     # Second-stage candidate indices; columns past kg * S point to the sentinel.

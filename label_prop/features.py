@@ -22,9 +22,8 @@ from torchvision.models import resnet50
 
 from hvc.backbone import ResNetStride8, _set_stride_one
 from hvc.checkpoint import ENCODER_FORMAT  # the tag hvc.export writes
+from hvc.data.crops import IMAGENET_MEAN, IMAGENET_STD  # the training normalisation
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: HVC's weight of the ResNet-18 features in the merged embedding.
 MERGE_LAMBDA = 1.05
 
