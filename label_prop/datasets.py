@@ -63,6 +63,48 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+#: Fixed halves of a benchmark's sequences, for choosing settings on one half ("dev") and reporting
+#: on the other ("heldout") without tuning on it. DAVIS-2016 val: the 20 sequences in the order of
+#: ``ImageSets/2016/val.txt`` (alphabetical), alternately dev (1st, 3rd, ...) and held out (2nd, 4th, ...);
+#: fixed before any training setting was chosen. 645 frames dev, 731 held out.
+SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
+    "davis16": {
+        "dev": ("blackswan", "breakdance", "car-roundabout", "cows", "dog", "drift-straight", "horsejump-high",
+                "libby", "paragliding-launch", "scooter-black"),
+        "heldout": ("bmx-trees", "camel", "car-shadow", "dance-twirl", "drift-chicane", "goat", "kite-surf",
+                    "motocross-jump", "parkour", "soapbox"),
+    },
+}
+
+
+def split_sequences(bench: Benchmark | str, split: str) -> list[str]:
+    """The sequences of a named half of a benchmark (:data:`SPLITS`), in benchmark order.
+
+    Raises:
+        ValueError: the benchmark has no splits, or ``split`` is not one of them (both named).
+    """
+    name = bench if isinstance(bench, str) else bench.name
+    splits = SPLITS.get(name)
+    if not splits:
+        raise ValueError(f"benchmark {name} has no named splits (splits exist for: {', '.join(SPLITS)})")
+    if split not in splits:
+        raise ValueError(f"{name}: unknown split {split!r}; known: {', '.join(splits)}")
+    return list(splits[split])
+
+
+def parse_sequences(bench: Benchmark | str, sequences: str | None, split: str | None) -> list[str] | None:
+    """The ``--sequences a,b`` / ``--split NAME`` choice of a command line as a list (None = all).
+
+    Raises:
+        ValueError: both are given, or the split is unknown.
+    """
+    if sequences and split:
+        raise ValueError("give either --sequences or --split, not both")
+    if split:
+        return split_sequences(bench, split)
+    return [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: ``root`` if given, else ``$HVC_DATA_ROOT``, else ``./data``."""
     return Path(root if root is not None else os.environ.get("HVC_DATA_ROOT", "./data"))

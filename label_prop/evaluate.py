@@ -38,6 +38,7 @@ from label_prop.datasets import (
     frame_paths,
     get_benchmark,
     list_sequences,
+    parse_sequences,
 )
 from label_prop.io import atomic_write, read_mask
 from label_prop.metrics import (
@@ -174,28 +175,34 @@ def evaluate_benchmark(
     return global_df, per_seq_df
 
 
+def results_csv_paths(out_dir: str | os.PathLike, suffix: str = "") -> tuple[Path, Path]:
+    """``(global_results<suffix>.csv, per-sequence_results<suffix>.csv)`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    return tuple(out_dir / name.replace(".csv", f"{suffix}.csv") for name in (GLOBAL_CSV, PER_SEQUENCE_CSV))
+
+
 def write_results(
-    out_dir: str | os.PathLike, global_df: pd.DataFrame, per_seq_df: pd.DataFrame, overwrite: bool = False
+    out_dir: str | os.PathLike, global_df: pd.DataFrame, per_seq_df: pd.DataFrame, overwrite: bool = False,
+    suffix: str = "",
 ) -> tuple[Path, Path]:
-    """Write ``global_results.csv`` and ``per-sequence_results.csv`` atomically into ``out_dir``.
+    """Write ``global_results<suffix>.csv`` and ``per-sequence_results<suffix>.csv`` atomically
+    into ``out_dir`` (``suffix`` is ``-SPLIT`` for a named half, else empty).
 
     Raises:
         FileExistsError: a CSV exists and ``overwrite`` is False (names it, says --overwrite).
     """
-    out_dir = Path(out_dir)
-    paths = (out_dir / GLOBAL_CSV, out_dir / PER_SEQUENCE_CSV)
-    check_writable(out_dir, overwrite)
+    paths = results_csv_paths(out_dir, suffix)
+    check_writable(out_dir, overwrite, suffix)
     atomic_write(paths[0], lambda tmp: global_df.to_csv(tmp, index=False))
     atomic_write(paths[1], lambda tmp: per_seq_df.to_csv(tmp, index=False))
     return paths
 
 
-def check_writable(out_dir: str | os.PathLike, overwrite: bool) -> None:
+def check_writable(out_dir: str | os.PathLike, overwrite: bool, suffix: str = "") -> None:
     """Refuse (FileExistsError naming the file) if a results CSV exists and not ``overwrite``."""
     if overwrite:
         return
-    for name in (GLOBAL_CSV, PER_SEQUENCE_CSV):
-        path = Path(out_dir) / name
+    for path in results_csv_paths(out_dir, suffix):
         if path.exists():
             raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
 
@@ -208,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model name: predictions are in RESULTS_DIR/MODEL/BENCHMARK")
     parser.add_argument("benchmark", metavar="BENCHMARK", help="benchmark name (davis16, davis17)")
     parser.add_argument("--sequences", default=None, help="comma-separated sequences (default: all)")
+    parser.add_argument("--split", default=None, help="a named half of the benchmark instead of --sequences "
+                        "(dev or heldout, davis16 only); the CSVs are then named global_results-SPLIT.csv ...")
     parser.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
     parser.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files")
@@ -217,13 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 error, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
     try:
         bench = get_benchmark(args.benchmark)
+        sequences = parse_sequences(bench, args.sequences, args.split)
         out_dir = args.results_dir / args.model / bench.name
-        check_writable(out_dir, args.overwrite)
+        suffix = f"-{args.split}" if args.split else ""
+        check_writable(out_dir, args.overwrite, suffix)
         global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
-        g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite)
+        g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite, suffix=suffix)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

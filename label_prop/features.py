@@ -86,10 +86,33 @@ class FrameEncoder(nn.Module):
         return F.normalize(torch.cat([self.merge_lambda * h, m], dim=1), dim=1)
 
     @torch.no_grad()
-    def encode_frame(self, frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        """One ``[H, W, 3]`` uint8 RGB frame to features ``[C, h, w]`` on ``device``."""
+    def encode_frame(self, frame: np.ndarray, device: torch.device | str = "cpu", input_size: int = -1) -> torch.Tensor:
+        """One ``[H, W, 3]`` uint8 RGB frame to features ``[C, h, w]`` on ``device``.
+
+        ``input_size > 0`` first scales the frame so that its short side is ``input_size`` pixels
+        (bilinear, ``align_corners=True``, as the reference's ``INPUT_SIZE``); ``-1`` keeps the full
+        resolution. The grid is then ``ceil(H' / 8) x ceil(W' / 8)`` of the scaled frame.
+        """
         x = torch.from_numpy(np.array(frame, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1).unsqueeze(0)
+        size = scaled_size(x.shape[-2:], input_size)
+        if size != tuple(x.shape[-2:]):
+            x = F.interpolate(x.float() / 255.0, size=size, mode="bilinear", align_corners=True).clamp_(0.0, 1.0)
         return self(x)[0]
+
+
+def scaled_size(size: tuple[int, int], input_size: int) -> tuple[int, int]:
+    """``(H, W)`` scaled so that the short side is ``input_size`` pixels (rounded; ``-1`` = unchanged).
+
+    Raises:
+        ValueError: ``input_size`` is 0 or below -1.
+    """
+    h, w = int(size[0]), int(size[1])
+    if input_size == -1:
+        return h, w
+    if input_size < 1:
+        raise ValueError(f"input size must be -1 (full resolution) or >= 1 pixels, got {input_size}")
+    s = input_size / min(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
 
 
 def _load_file(path: Path) -> dict:

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from label_prop.datasets import data_root, get_benchmark, list_sequences, plan_sequence
+from label_prop.datasets import data_root, get_benchmark, list_sequences, parse_sequences, plan_sequence
 from label_prop.features import CheckpointError, FrameEncoder, build_encoder
 from label_prop.filelists import read_filelist, resolve_filelist
 from label_prop.io import VOID_ID, atomic_write, overlay, read_frame, read_mask, write_palette_png
@@ -168,7 +168,7 @@ def segment_video(frames: Iterable[np.ndarray], annotations: Mapping[int, Callab
                   object_ids: Sequence[int] | None = None, max_objects: int = 19,
                   sources: Mapping[int, str] | None = None, device: torch.device | str = "cpu",
                   topk: int = 15, temperature: float = 0.1, radius: float = 12, n_context: int = 50,
-                  timings: Timings | None = None) -> Iterator[np.ndarray]:
+                  input_size: int = -1, timings: Timings | None = None) -> Iterator[np.ndarray]:
     """Segment a video whose objects may start at any frame, streaming (HVC_METHOD.md section 5).
 
     Uses :class:`~label_prop.multiref.MultiRefPropagator`: one reference per start frame, merged
@@ -188,6 +188,9 @@ def segment_video(frames: Iterable[np.ndarray], annotations: Mapping[int, Callab
         max_objects: channel budget when ids are discovered (HVC: 19 objects + background).
         sources: frame index -> file name, for error messages.
         device, topk, temperature, radius, n_context: propagation settings.
+        input_size: short side in pixels the frames are scaled to before feature extraction
+            (-1 = full resolution); annotations stay at full resolution (their one-hot masks are
+            downsampled to the grid) and predictions are upsampled to the frame's size.
         timings: optional accumulator of the seconds spent per stage.
 
     Yields:
@@ -235,7 +238,7 @@ def segment_video(frames: Iterable[np.ndarray], annotations: Mapping[int, Callab
             yield np.zeros(size, np.uint8)
             continue
         t0 = time.perf_counter()
-        feat = encoder.encode_frame(frame, device)
+        feat = encoder.encode_frame(frame, device, input_size)
         _sync(device)
         t1 = time.perf_counter()
         timings.features += t1 - t0
@@ -277,7 +280,7 @@ def segment_video(frames: Iterable[np.ndarray], annotations: Mapping[int, Callab
 def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder: FrameEncoder, *,
                    device: torch.device | str = "cpu", topk: int = 15, temperature: float = 0.1,
                    radius: float = 12, n_context: int = 50, object_ids: Sequence[int] | None = None,
-                   timings: Timings | None = None) -> Iterator[np.ndarray]:
+                   input_size: int = -1, timings: Timings | None = None) -> Iterator[np.ndarray]:
     """Segment a video from its first-frame mask, streaming (memory bounded by ``n_context + 1``
     frames). :func:`segment_video` with every object starting at frame 0 (a single reference,
     bit-for-bit the single-reference engine).
@@ -289,6 +292,8 @@ def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder
         device: where features and propagation run.
         topk, temperature, radius, n_context: the propagation protocol (see
             :class:`~label_prop.engine.LabelPropagator`).
+        input_size: short side the frames are scaled to before feature extraction (-1 = full
+            resolution; see :func:`segment_video`).
         object_ids: ids to track (default: all of ``first_mask``).
         timings: optional accumulator of the seconds spent per stage.
 
@@ -315,7 +320,7 @@ def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder
 
     yield from segment_video(checked(), {0: lambda: first_mask}, encoder, start_ids={0: ids}, object_ids=ids,
                              device=device, topk=topk, temperature=temperature, radius=radius,
-                             n_context=n_context, timings=timings)
+                             n_context=n_context, input_size=input_size, timings=timings)
 
 
 def _git_revision() -> str:
@@ -346,8 +351,10 @@ def pick_device(name: str) -> torch.device:
 def _plans(args: argparse.Namespace):
     """(name, plans, benchmark or None) of a benchmark name or a filelist."""
     listfile = resolve_filelist(args.benchmark)
-    sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
     if listfile is not None:
+        if args.split:
+            raise ValueError("--split applies to benchmarks, not to filelists; use --sequences")
+        sequences = parse_sequences(listfile.stem, args.sequences, None)
         plans = read_filelist(listfile, args.data_root, read_masks=args.read_masks)
         if sequences:
             unknown = [s for s in sequences if s not in {p.name for p in plans}]
@@ -356,7 +363,7 @@ def _plans(args: argparse.Namespace):
             plans = [p for p in plans if p.name in set(sequences)]
         return listfile.stem, plans, None
     bench = get_benchmark(args.benchmark)
-    names = list_sequences(bench, args.data_root, sequences)
+    names = list_sequences(bench, args.data_root, parse_sequences(bench, args.sequences, args.split))
     return bench.name, [plan_sequence(bench, s, args.data_root) for s in names], bench
 
 
@@ -375,7 +382,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     names = [p.name for p in plans]
     out_root = Path(args.results_dir) / args.model / name
     zip_path = None
-    if bench is not None and bench.submission and not args.sequences:
+    if bench is not None and bench.submission and not args.sequences and not args.split:
         zip_path = submission_path(args.results_dir, args.model, bench)
     ov_root = Path(args.results_dir) / args.model / "overlays" / name
     if not args.overwrite:
@@ -443,7 +450,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         it = segment_video(reader(), anns, encoder, start_ids=plan.start_ids, object_ids=plan.object_ids,
                            max_objects=args.max_objects, sources={t: str(p) for t, p in plan.annotations.items()},
                            device=device, topk=args.topk, temperature=args.temperature, radius=args.radius,
-                           n_context=args.n_context, timings=tm)
+                           n_context=args.n_context, input_size=args.input_size, timings=tm)
         try:
             for p, save, ids in tqdm(zip(paths, plan.save, it), total=len(paths), desc=seq, unit="frame",
                                      file=sys.stderr):
@@ -486,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="davis16, davis17, davis17dev, ytvos18, ytvos19, or a filelist (a .txt path or a "
                         "name in data/filelists/)")
     p.add_argument("--sequences", default=None, help="comma-separated sequences (default: all)")
+    p.add_argument("--split", default=None, help="a named half of the benchmark instead of --sequences: "
+                   "dev (for choosing settings) or heldout (for reporting); davis16 only")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--save-overlays", action="store_true", help="also write JPEG overlays")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
@@ -496,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.1, help="softmax temperature (default 0.1)")
     p.add_argument("--radius", type=float, default=12, help="short-term radius in grid cells (default 12)")
     p.add_argument("--n-context", type=int, default=50, help="short-term context frames (default 50)")
+    p.add_argument("--input-size", type=int, default=-1,
+                   help="scale frames so that their short side is this many pixels before feature extraction "
+                        "(bilinear; -1 = full resolution, the default); masks are written and scored at full size")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder (default 0)")
     p.add_argument("--read-masks", choices=("first", "existing"), default="first",

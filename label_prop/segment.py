@@ -5,7 +5,7 @@ Usage::
     python -m label_prop.segment INPUT --mask FIRST.png --model NAME --out DIR
         [--objects 1,3] [--no-overlay] [--fps 24] [--overwrite]
         [--checkpoints-dir checkpoints] [--moco FILE] [--device auto|cpu|cuda] [--seed 0]
-        [--topk 15] [--temperature 0.1] [--radius 12] [--n-context 50] [--max-frames N] [--threads N]
+        [--topk 15] [--temperature 0.1] [--radius 12] [--n-context 50] [--input-size -1] [--max-frames N] [--threads N]
 
 INPUT is a video file read with OpenCV (``.mp4``, ``.avi``, ...) or a folder of frames
 (``.jpg``/``.jpeg``/``.png``, sorted by name). FIRST.png holds the object ids of the first
@@ -178,7 +178,8 @@ def segment_video_file(args: argparse.Namespace) -> dict:
     try:
         for t, ids in enumerate(segment_frames(stream(), mask, encoder, device=device, topk=args.topk,
                                                temperature=args.temperature, radius=args.radius,
-                                               n_context=args.n_context, object_ids=objects, timings=tm)):
+                                               n_context=args.n_context, object_ids=objects,
+                                               input_size=args.input_size, timings=tm)):
             write_palette_png(out / f"{t:05d}.png", ids)
             if writer is not None:
                 writer.write(current[0], ids)
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--radius", type=float, default=12)
     p.add_argument("--n-context", type=int, default=50)
+    p.add_argument("--input-size", type=int, default=-1,
+                   help="scale frames so that their short side is this many pixels before feature extraction "
+                        "(bilinear; -1 = full resolution); masks are written at full size")
     return p
 
 
