@@ -460,6 +460,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     finally:
         bar.close()
         logger.close()
+    if not ckpt_path.is_file():  # e.g. --stop-at 0: the untrained network, for learning curves
+        checkpoint()
     wall = time.time() - t_start
     print(f"done: step {step}/{total_steps}, loss {last_loss}, skipped files {skipped}, {wall:.1f} s; "
           f"checkpoint {ckpt_path}", file=sys.stderr)
