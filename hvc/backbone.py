@@ -22,7 +22,7 @@ from torchvision.models import resnet18
 RESNET18_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 
 
-def _set_stride_one(layer: nn.Module) -> None:
+def set_stride_one(layer: nn.Module) -> None:
     """Set the stride of every Conv2d in ``layer`` (downsample included) to 1, in place."""
     for module in layer.modules():
         if isinstance(module, nn.Conv2d):
@@ -52,11 +52,11 @@ class ResNetStride8(nn.Module):
         net = resnet18(weights=None, zero_init_residual=zero_init_residual)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
-        _set_stride_one(self.layer3)
+        set_stride_one(self.layer3)
         self.last_layer = last_layer
         if last_layer == "layer4":
             self.layer4 = net.layer4
-            _set_stride_one(self.layer4)
+            set_stride_one(self.layer4)
         self.out_channels = 512 if last_layer == "layer4" else 256
         self.stride = 8
 
