@@ -24,8 +24,7 @@ import cv2
 import numpy as np
 from skimage.morphology import disk
 
-#: Id of void pixels in DAVIS-2017 ground truth.
-VOID_ID = 255
+from label_prop.io import VOID_ID
 
 #: Boundary tolerance of the official F measure, as a fraction of the image diagonal.
 BOUND_TH = 0.008
