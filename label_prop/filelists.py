@@ -205,27 +205,7 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
         raise UsageError(f"--read-masks must be one of {', '.join(READ_MASKS)}, got {read_masks!r}")
     if not path.is_file():
         raise FileNotFoundError(f"filelist {path} not found")
-    base = data_root(root)
-    runs: list[tuple[str, list[tuple[int, Path, Path]]]] = []
-    seen: set[str] = set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        if len(fields) != 3:
-            raise ValueError(f"{path}:{n}: expected '<flag> <image> <mask>', got {line!r}")
-        if fields[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{n}: flag must be 0 or 1, got {fields[0]!r}")
-        img, mask = base / fields[1], base / fields[2]
-        key = str(Path(fields[1]).parent)
-        if not runs or runs[-1][0] != key:
-            if key in seen:
-                raise ValueError(f"{path}:{n}: sequence {key} continues after another sequence")
-            seen.add(key)
-            runs.append((key, []))
-        runs[-1][1].append((int(fields[0]), img, mask))
-    if not runs:
-        raise ValueError(f"{path}: no lines")
+    runs = _read_runs(path, data_root(root))
     names = [Path(k).name for k, _ in runs]
     dup = {x for x in names if names.count(x) > 1}
     plans = []
@@ -242,6 +222,31 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
         plans.append(SequencePlan(name, [r[1] for r in rows], [bool(r[0]) for r in rows], ann, binary=None,
                                   extra={"masks": [r[2] for r in rows]}))
     return plans
+
+
+def _read_runs(path: Path, base: Path) -> list[tuple[str, list[tuple[int, Path, Path]]]]:
+    """The lines of a filelist grouped into runs of one image folder: ``[(folder, [(flag, image,
+    mask), ...]), ...]`` (ValueError naming the file and line on a malformed line)."""
+    runs: list[tuple[str, list[tuple[int, Path, Path]]]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 3:
+            raise ValueError(f"{path}:{n}: expected '<flag> <image> <mask>', got {line!r}")
+        if fields[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{n}: flag must be 0 or 1, got {fields[0]!r}")
+        key = str(Path(fields[1]).parent)
+        if not runs or runs[-1][0] != key:
+            if key in seen:
+                raise ValueError(f"{path}:{n}: sequence {key} continues after another sequence")
+            seen.add(key)
+            runs.append((key, []))
+        runs[-1][1].append((int(fields[0]), base / fields[1], base / fields[2]))
+    if not runs:
+        raise ValueError(f"{path}: no lines")
+    return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

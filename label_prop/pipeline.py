@@ -229,13 +229,8 @@ class VideoSegmenter:
         first = self.propagator is None
         if first:
             self._allocate(new)
-        hint = "" if self.object_ids is not None else " (raise --max-objects)"
-        started_now = self.channels.start(new, src, hint)
-        if started_now:
-            g = masks_on_grid(mask, started_now, len(self.channels.ids), tuple(feat.shape[1:]), with_background=first)
-            self.labels = self.propagator.step(feat, g.to(feat.device), list(started_now.values()))
-        else:
-            self.labels = self.propagator.step(feat)
+        started_now = self.channels.start(new, src, "" if self.object_ids is not None else " (raise --max-objects)")
+        self.labels = self._propagate(feat, mask, started_now, first)
         if first:
             return np.where(np.isin(mask, list(started_now)), mask, 0).astype(np.uint8)
         out = labels_to_ids(self.labels, size, self.channels.ids)
@@ -276,6 +271,14 @@ class VideoSegmenter:
         if image is None:
             raise ValueError(f"frame {self.t}: give the image or its features")
         return self.encode(image)
+
+    def _propagate(self, feat: torch.Tensor, mask: np.ndarray | None, started_now: dict[int, int],
+                   first: bool) -> torch.Tensor:
+        """Merged soft labels ``[K, h, w]`` of the frame; objects starting now get their masks."""
+        if not started_now:
+            return self.propagator.step(feat)
+        g = masks_on_grid(mask, started_now, len(self.channels.ids), tuple(feat.shape[1:]), with_background=first)
+        return self.propagator.step(feat, g.to(feat.device), list(started_now.values()))
 
     def _allocate(self, new: list[int]) -> None:
         """Channels and propagator at the first start (see ``late_starts``)."""
