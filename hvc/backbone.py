@@ -6,7 +6,7 @@ whose later stages keep their stride at 1, so that the output has stride 8 inste
 * training: layer3 and layer4 with stride 1 -> ``[N, 512, H/8, W/8]``;
 * inference: the network cut after layer3, layer3 with stride 1 -> ``[N, 256, H/8, W/8]``.
 
-Strides are set to 1 with no dilation, as the public HVC code does (HVC_METHOD.md section 2).
+Strides are set to 1 with no dilation, as the public HVC code does (docs/method.md, "Model").
 Key names are those of torchvision, so a torchvision or official HVC ResNet-18 state dict
 loads without renaming.
 """
@@ -36,7 +36,7 @@ class ResNetStride8(nn.Module):
         last_layer: ``"layer3"`` (inference: 256 channels) or ``"layer4"`` (training:
             512 channels). Layers after it are not built.
         zero_init_residual: start the last BN gamma of every BasicBlock at 0, as HVC's
-            initialisation does (HVC_METHOD.md section 2).
+            initialisation does (docs/method.md, "Model").
 
     Input ``[N, 3, H, W]`` (normalised RGB); output ``[N, C, ceil(H/8), ceil(W/8)]``,
     C = 256 for layer3 and 512 for layer4.

@@ -1,13 +1,14 @@
-"""Training checkpoints: atomic writes, safe loading, RNG state capture (HVC_METHOD.md section 4).
+"""Training checkpoints: atomic writes, safe loading, RNG state capture (docs/method.md,
+"Checkpoints and encoder files").
 
 A training checkpoint (``<output-dir>/checkpoint.pth``) is a plain dict loadable with
 ``torch.load(weights_only=True)`` -- only tensors, numbers, strings, lists, tuples and dicts;
 the run's arguments are stored as a plain dict, never as an ``argparse.Namespace`` (the
-reference pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``: bug 21)::
+public code pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``)::
 
     {
       "format": "hvc-train-v1",
-      "model": HVCModel.state_dict(),          # EMA step k and K included (bug 4)
+      "model": HVCModel.state_dict(),          # EMA step k and K included (the public code loses k)
       "optimizer": ..., "scaler": ...,        # Adam and GradScaler states
       "step": int,                             # optimisation steps done
       "epoch": int,                            # completed epochs (step // steps_per_epoch)
