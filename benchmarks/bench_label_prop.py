@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from label_prop.config import PropagationConfig  # noqa: E402
 from label_prop.engine import LabelPropagator  # noqa: E402
 from label_prop.reference import dense_frame  # noqa: E402
 
@@ -96,19 +97,18 @@ def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, s
     labels = torch.softmax(2 * torch.randn(T, K, h, w, generator=g), dim=1).to(device)
     q = feats[-1]
 
-    prop = LabelPropagator(feats[0], labels[0], n_context=n_context)
+    config = PropagationConfig(n_context=n_context)
+    prop = LabelPropagator(feats[0], labels[0], config)
     for tau in range(1, n_context + 1):  # steady state: the ring holds frames 1..n_context
         prop.push(feats[tau], labels[tau])
-    state = (prop.next_slot, prop.n_filled, prop.t)
 
-    def engine_step():
-        prop.next_slot, prop.n_filled, prop.t = state  # re-label the same frame each repeat
+    def engine_step():  # predict() leaves the context as it is: every repeat labels the same frame
         return prop.predict(q)
 
     def dense_step():
         keys = [f.reshape(C, h * w) for f in feats[:n_context + 1]]
         labs = [lab.reshape(K, h * w).t() for lab in labels[:n_context + 1]]
-        return dense_frame(q.reshape(C, h * w), keys, labs, (h, w), query_chunk=256)
+        return dense_frame(q.reshape(C, h * w), keys, labs, (h, w), config, query_chunk=256)
 
     engine_step()  # warm-up
     out_e, m_e = _peak(engine_step, device)
@@ -124,8 +124,7 @@ def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, s
     out_e = out_e.reshape(K, h * w).t()
     diff = (out_e - out_d).abs().max().item()
     agree = (out_e.argmax(1) == out_d.argmax(1)).float().mean().item()
-    ring = prop.ring_key.numel() * prop.ring_key.element_size() + prop.ring_lab.numel() * prop.ring_lab.element_size()
-    return dict(t_e=t_e, m_e=m_e, t_d=t_d, m_d=m_d, diff=diff, agree=agree, ring=ring)
+    return dict(t_e=t_e, m_e=m_e, t_d=t_d, m_d=m_d, diff=diff, agree=agree, ring=prop.memory.nbytes)
 
 
 def main(argv=None):
@@ -142,8 +141,9 @@ def main(argv=None):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    d = PropagationConfig()
     print(f"label propagation, one frame in steady state: grid {args.grid[0]}x{args.grid[1]}, "
-          f"C={args.channels}, K={args.objects}, topk 15, radius 12, temperature 0.1; "
+          f"C={args.channels}, K={args.objects}, topk {d.topk}, radius {d.radius}, temperature {d.temperature}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     header = (f"{'device':6} {'n_ctx':>5} | {'engine s/frame':>14} {'frames/s':>8} {'peak MB':>8} {'ring MB':>8} | "
               f"{'dense s/frame':>13} {'frames/s':>8} {'peak MB':>8} | {'speed-up':>8} {'max|diff|':>9} {'argmax agree':>12}")

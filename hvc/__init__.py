@@ -7,10 +7,12 @@ Modules (each importable on its own; importing :mod:`hvc` itself loads nothing h
 * :mod:`hvc.loss`       -- the hybrid (spatial + temporal) loss, sparse and dense forms.
 * :mod:`hvc.data`       -- coordinate-aware crops, video-frame and static-image datasets.
 * :mod:`hvc.train`      -- ``python -m hvc.train``: the training loop (AMP, logging, resume).
-* :mod:`hvc.checkpoint` -- atomic checkpoint writing and loading.
-* :mod:`hvc.export`     -- ``python -m hvc.export``: the online encoder for label propagation.
+* :mod:`hvc.checkpoint` -- training checkpoints: writing and loading.
+* :mod:`hvc.export`     -- ``python -m hvc.export``: encoder files for label propagation (write and read).
+* :mod:`hvc.runtime`    -- atomic writes, device, git revision, exit codes (shared with label_prop).
 
-See ``../shared/docs/HVC_METHOD.md`` (sections 1-4 and 7; Pei et al., arXiv 2404.13505) for the method these implement.
+The method they implement: docs/method.md ("Training data", "Model", "Loss", "Checkpoints and
+encoder files", "Differences from the public code") and the paper (Pei et al., arXiv 2404.13505).
 """
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ whose later stages keep their stride at 1, so that the output has stride 8 inste
 * training: layer3 and layer4 with stride 1 -> ``[N, 512, H/8, W/8]``;
 * inference: the network cut after layer3, layer3 with stride 1 -> ``[N, 256, H/8, W/8]``.
 
-Strides are set to 1 with no dilation, as the public HVC code does (HVC_METHOD.md section 2).
+Strides are set to 1 with no dilation, as the public HVC code does (docs/method.md, "Model").
 Key names are those of torchvision, so a torchvision or official HVC ResNet-18 state dict
 loads without renaming.
 """
@@ -22,7 +22,7 @@ from torchvision.models import resnet18
 RESNET18_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 
 
-def _set_stride_one(layer: nn.Module) -> None:
+def set_stride_one(layer: nn.Module) -> None:
     """Set the stride of every Conv2d in ``layer`` (downsample included) to 1, in place."""
     for module in layer.modules():
         if isinstance(module, nn.Conv2d):
@@ -36,7 +36,7 @@ class ResNetStride8(nn.Module):
         last_layer: ``"layer3"`` (inference: 256 channels) or ``"layer4"`` (training:
             512 channels). Layers after it are not built.
         zero_init_residual: start the last BN gamma of every BasicBlock at 0, as HVC's
-            initialisation does (HVC_METHOD.md section 2).
+            initialisation does (docs/method.md, "Model").
 
     Input ``[N, 3, H, W]`` (normalised RGB); output ``[N, C, ceil(H/8), ceil(W/8)]``,
     C = 256 for layer3 and 512 for layer4.
@@ -52,11 +52,11 @@ class ResNetStride8(nn.Module):
         net = resnet18(weights=None, zero_init_residual=zero_init_residual)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
-        _set_stride_one(self.layer3)
+        set_stride_one(self.layer3)
         self.last_layer = last_layer
         if last_layer == "layer4":
             self.layer4 = net.layer4
-            _set_stride_one(self.layer4)
+            set_stride_one(self.layer4)
         self.out_channels = 512 if last_layer == "layer4" else 256
         self.stride = 8
 

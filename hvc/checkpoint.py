@@ -1,13 +1,14 @@
-"""Training checkpoints: atomic writes, safe loading, RNG state capture (HVC_METHOD.md section 4).
+"""Training checkpoints: atomic writes, safe loading, RNG state capture (docs/method.md,
+"Checkpoints and encoder files").
 
 A training checkpoint (``<output-dir>/checkpoint.pth``) is a plain dict loadable with
 ``torch.load(weights_only=True)`` -- only tensors, numbers, strings, lists, tuples and dicts;
 the run's arguments are stored as a plain dict, never as an ``argparse.Namespace`` (the
-reference pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``: bug 21)::
+public code pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``)::
 
     {
       "format": "hvc-train-v1",
-      "model": HVCModel.state_dict(),          # EMA step k and K included (bug 4)
+      "model": HVCModel.state_dict(),          # EMA step k and K included (the public code loses k)
       "optimizer": ..., "scaler": ...,        # Adam and GradScaler states
       "step": int,                             # optimisation steps done
       "epoch": int,                            # completed epochs (step // steps_per_epoch)
@@ -28,47 +29,16 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Any, Dict, Union
 
 import numpy as np
 import torch
 
+from .runtime import atomic_write  # noqa: F401  (re-exported: the writer of every file both packages write)
+
 PathLike = Union[str, os.PathLike]
 TRAIN_FORMAT = "hvc-train-v1"
 ENCODER_FORMAT = "hvc-encoder-v1"
-
-
-def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically rename the result to ``path``.
-
-    The temporary file ``.<name>.tmp<pid>`` lives in ``path``'s directory (``os.replace`` is atomic
-    only within a filesystem; the parent folder is created) and gets the usual permissions (0666
-    minus the umask); it is fsynced before the rename and removed if ``write`` raises. Used for
-    every file both packages write (checkpoints, logs, masks, CSVs, zips).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # persist the rename itself
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:

@@ -1,36 +1,103 @@
-"""``python -m hvc.export CKPT OUT.pth [--overwrite]``: the online encoder of a training checkpoint
-as a plain torchvision ResNet-18 state dict, for label propagation (label_prop/features.py).
+"""Encoder files: ``python -m hvc.export CKPT OUT.pth [--overwrite]`` writes them, :func:`read_encoder`
+and :func:`load_encoder` read them (label propagation loads its encoders through these).
 
-Output (the export contract; written atomically, tmp file + ``os.replace``)::
+The file (format ``hvc-encoder-v1``, written atomically, loadable with ``weights_only=True``)::
 
     torch.save({
         "format": "hvc-encoder-v1",
         "arch": "resnet18",
         "state_dict": {conv1.*, bn1.*, layer1.* .. layer4.*},   # torchvision keys, no fc, no prefix, CPU
-        "meta": {"step": int, "epoch": int, "args": dict, "source": str(CKPT)},
+        "normalization": {"name": "imagenet" | "cifar10", "mean": [r, g, b], "std": [r, g, b]},
+        "meta": {"step": int, "epoch": int, "args": dict, "source": str(CKPT), "git_revision": str | None},
     }, OUT)
 
-This replaces the reference's ``core/convert_pretrain.py`` (../shared/docs/HVC_METHOD.md
-section 4), which keeps ``online_encoder.*`` with the prefix stripped. Here the key set is
-checked strictly against torchvision's ResNet-18 (minus ``fc``), so a wrong file is an error,
-never a silently random encoder (section 7, bug 6). ``layer4`` (trained by the loss) is kept;
-the inference side ignores it (it cuts the network after layer3, section 2).
+``normalization`` is the input mean/std the encoder was trained with (``--normalization`` of
+``hvc.train``, :data:`hvc.train.NORMALIZATION`; RGB in [0, 1]); loading applies it, so an
+encoder trained with the CIFAR-10 constants is evaluated with them. ``meta`` records the
+training run: its step and epoch, all its arguments, the checkpoint it came from and the git
+revision of the code that trained it (None when unknown).
+
+Files :func:`read_encoder` accepts:
+
+* ``hvc-encoder-v1`` files as above; older ones without ``normalization`` were all trained with
+  the ImageNet constants (the only choice then) and load with them;
+* a plain torchvision-layout ResNet-18 state dict (the official HVC release encoders, the
+  output of the public code's ``core/convert_pretrain.py``), with the ImageNet constants the
+  public code evaluates with.
+
+The key set is checked strictly (a wrong file is an error naming the missing and unexpected
+keys, never a silently random encoder; docs/method.md, "Differences from the public code").
+``layer4`` (trained by the loss) is kept in the file; inference cuts the network after layer3.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 from torchvision.models import resnet18
 
+from .backbone import RESNET18_STAGES, ResNetStride8
 from .checkpoint import ENCODER_FORMAT, TRAIN_FORMAT, atomic_torch_save, load_checkpoint, plain
+from .runtime import run_cli
+from .train import NORMALIZATION
 
 PathLike = Union[str, os.PathLike]
 ENCODER_PREFIX = "online_encoder."
+
+
+class CheckpointError(ValueError):
+    """A weights file does not hold what the encoder needs (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Input normalisation of an encoder: ``x' = (x - mean) / std`` per RGB channel, ``x`` in [0, 1]."""
+
+    name: str
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+
+    @classmethod
+    def named(cls, name: str, source: PathLike = "<arguments>") -> "Normalization":
+        """The constants of ``hvc.train --normalization NAME``.
+
+        Raises:
+            CheckpointError: unknown name (names ``source`` and the known names).
+        """
+        if name not in NORMALIZATION:
+            raise CheckpointError(f"{source}: unknown input normalization {name!r}; known: {', '.join(NORMALIZATION)}")
+        mean, std = NORMALIZATION[name]
+        return cls(name, tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+#: What official HVC encoders, old ``hvc-encoder-v1`` files and ImageNet-pretrained nets expect.
+IMAGENET = Normalization.named("imagenet")
+
+
+@dataclass(frozen=True)
+class EncoderFile:
+    """The contents of an encoder file (see the module docstring).
+
+    Attributes:
+        path: the file.
+        arch: ``"resnet18"``.
+        state_dict: torchvision ResNet-18 keys (``layer4.*`` present in exported files).
+        normalization: the input mean/std to apply.
+        meta: the training run (empty for a plain state dict).
+    """
+
+    path: Path
+    arch: str
+    state_dict: Dict[str, torch.Tensor] = field(repr=False)
+    normalization: Normalization
+    meta: Dict[str, Any]
 
 
 def resnet18_keys() -> set:
@@ -63,31 +130,126 @@ def encoder_state_dict(model_state: Dict[str, torch.Tensor], source: PathLike = 
     return state
 
 
+def _training_git_revision(ckpt: Dict[str, Any], ckpt_path: Path) -> Optional[str]:
+    """The git revision of the run that wrote ``ckpt``: its own entry, else the ``run.json`` beside it."""
+    if ckpt.get("git_revision"):
+        return str(ckpt["git_revision"])
+    run_json = ckpt_path.parent / "run.json"
+    try:
+        rev = json.loads(run_json.read_text()).get("git_revision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(rev) if rev else None
+
+
 def export_encoder(ckpt_path: PathLike, out_path: PathLike, overwrite: bool = False) -> Path:
     """Write the online encoder of training checkpoint ``ckpt_path`` to ``out_path`` (contract above).
 
     Raises:
         FileExistsError: ``out_path`` exists and ``overwrite`` is False.
         FileNotFoundError: ``ckpt_path`` does not exist.
-        ValueError: ``ckpt_path`` is not an ``hvc-train-v1`` checkpoint or its encoder keys are wrong.
+        ValueError: ``ckpt_path`` is not an ``hvc-train-v1`` checkpoint, its encoder keys are wrong
+            or its ``normalization`` argument is unknown.
     """
-    out_path = Path(out_path)
+    out_path, ckpt_path = Path(out_path), Path(ckpt_path)
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass --overwrite to replace it")
     ckpt = load_checkpoint(ckpt_path, TRAIN_FORMAT)
     state = encoder_state_dict(ckpt["model"], ckpt_path)
+    args = plain(ckpt.get("args", {}))
+    norm = Normalization.named(args.get("normalization", "imagenet"), ckpt_path)
     payload = {
         "format": ENCODER_FORMAT,
         "arch": "resnet18",
         "state_dict": state,
-        "meta": {"step": int(ckpt["step"]), "epoch": int(ckpt["epoch"]), "args": plain(ckpt.get("args", {})),
-                 "source": str(ckpt_path)},
+        "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std)},
+        "meta": {"step": int(ckpt["step"]), "epoch": int(ckpt["epoch"]), "args": args, "source": str(ckpt_path),
+                 "git_revision": _training_git_revision(ckpt, ckpt_path)},
     }
     return atomic_torch_save(payload, out_path)
 
 
+def _file_normalization(obj: Dict[str, Any], path: Path) -> Normalization:
+    """The ``normalization`` entry of an encoder file (ImageNet when absent: files written before it existed)."""
+    entry = obj.get("normalization")
+    if entry is None:
+        return IMAGENET
+    try:
+        norm = Normalization(str(entry["name"]), tuple(float(v) for v in entry["mean"]),
+                             tuple(float(v) for v in entry["std"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: malformed 'normalization' entry {entry!r}") from None
+    if len(norm.mean) != 3 or len(norm.std) != 3 or min(norm.std) <= 0:
+        raise CheckpointError(f"{path}: 'normalization' needs 3 means and 3 positive stds, got {entry!r}")
+    return norm
+
+
+def read_encoder(path: PathLike) -> EncoderFile:
+    """Read an encoder file (an ``hvc-encoder-v1`` export or a plain ResNet-18 state dict) on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not loadable with ``weights_only=True``, a training checkpoint (the
+            message says how to export it), not a dict of weights, or a malformed entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
+    if obj.get("format") == ENCODER_FORMAT:
+        if obj.get("arch", "resnet18") != "resnet18":
+            raise CheckpointError(f"{path}: architecture {obj.get('arch')!r} is not supported (resnet18)")
+        return EncoderFile(path, "resnet18", obj["state_dict"], _file_normalization(obj, path), dict(obj.get("meta", {})))
+    if "model" in obj or "optimizer" in obj:
+        raise CheckpointError(
+            f"{path}: this is a training checkpoint, not an encoder; export it first with "
+            f"`python -m hvc.export {path} checkpoints/NAME.pth`"
+        )
+    return EncoderFile(path, "resnet18", obj, IMAGENET, {})
+
+
+def load_state_strict(net: nn.Module, state: Dict[str, torch.Tensor], path: PathLike, *,
+                      ignore_prefixes: Tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``net``; keys under ``ignore_prefixes`` (layers the net does not build)
+    are dropped and BN ``num_batches_tracked`` counters may be absent.
+
+    Raises:
+        CheckpointError: anything else missing or unexpected (names ``path`` and the keys).
+    """
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    expected = net.state_dict().keys()
+    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: state dict does not match {type(net).__name__}: "
+            f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
+            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})"
+        )
+    net.load_state_dict(state, strict=False)
+
+
+def load_encoder(path: PathLike, last_layer: str = "layer3") -> Tuple[ResNetStride8, EncoderFile]:
+    """The stride-8 ResNet-18 of an encoder file, cut after ``last_layer`` (inference: layer3), in
+    eval mode on the CPU, and the file's contents (for its normalisation and training run).
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`read_encoder` and :func:`load_state_strict`.
+    """
+    enc = read_encoder(path)
+    net = ResNetStride8(last_layer)
+    later = RESNET18_STAGES[RESNET18_STAGES.index(last_layer) + 1:]
+    load_state_strict(net, enc.state_dict, enc.path, ignore_prefixes=tuple(f"{s}." for s in later) + ("fc.",))
+    return net.eval(), enc
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns 0, or 2 with a one-line message on bad input."""
+    """Command-line entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data)."""
     p = argparse.ArgumentParser(prog="python -m hvc.export",
                                 description="Export the online encoder of an HVC training checkpoint "
                                             "(format hvc-encoder-v1, loaded by label_prop.features).")
@@ -95,13 +257,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("output", help="encoder file to write (e.g. checkpoints/NAME.pth)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
-    try:
-        out = export_encoder(args.checkpoint, args.output, args.overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"hvc.export: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+
+    def job() -> None:
+        print(f"wrote {export_encoder(args.checkpoint, args.output, args.overwrite)}")
+    return run_cli("python -m hvc.export", job)
 
 
 if __name__ == "__main__":

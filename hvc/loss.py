@@ -1,4 +1,4 @@
-"""The HVC hybrid loss (HVC_METHOD.md section 3), sparse and dense formulations.
+"""The HVC hybrid loss (docs/method.md, "Loss"; Pei et al., arXiv 2404.13505), sparse and dense formulations.
 
 For a query view ``a`` and a key view ``b`` of the same frame (``N`` samples, an ``H x W``
 feature grid each) with crop boxes ``[x1, y1, x2, y2]`` in the original image's normalised
@@ -35,7 +35,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-#: Positive radius in units of the larger bin diagonal (HVC_METHOD.md section 3 table).
+#: Positive radius in units of the larger bin diagonal (the public code's default; docs/method.md, "Loss").
 DEFAULT_POS_RADIUS = 0.1
 _EPS = 1e-6
 
@@ -106,7 +106,7 @@ def _expand_ranges(lo: torch.Tensor, count: torch.Tensor):
 
 def positive_pairs(coord_q: torch.Tensor, coord_k: torch.Tensor, h: int, w: int,
                    pos_radius: float = DEFAULT_POS_RADIUS) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All positive pairs of section 3's mask, without building it.
+    """All positive pairs of the loss's mask (docs/method.md, "Loss"), without building it.
 
     Args:
         coord_q, coord_k: ``[N, 4]`` boxes ``[x1, y1, x2, y2]`` of the two views.
@@ -152,7 +152,7 @@ def positive_pairs(coord_q: torch.Tensor, coord_k: torch.Tensor, h: int, w: int,
 
 def dense_positive_mask(coord_q: torch.Tensor, coord_k: torch.Tensor, h: int, w: int,
                         pos_radius: float = DEFAULT_POS_RADIUS) -> torch.Tensor:
-    """Section 3's mask ``M`` as a dense float tensor ``[N, HW, HW]`` (reference model.py:120-161).
+    """The loss's positive mask ``M`` as a dense float tensor ``[N, HW, HW]`` (reference model.py:120-161).
 
     Memory ``N * (HW)^2`` elements: for tests and benchmarks only.
     """
@@ -176,7 +176,7 @@ def _stats(spatial, temporal, count) -> Dict[str, torch.Tensor]:
 def hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, flow_b: torch.Tensor,
                 coord_q: torch.Tensor, coord_k: torch.Tensor, pos_radius: float = DEFAULT_POS_RADIUS,
                 return_stats: bool = False):
-    """One direction ``L(a, b)`` of the hybrid loss (HVC_METHOD.md section 3), sparse.
+    """One direction ``L(a, b)`` of the hybrid loss (docs/method.md, "Loss"), sparse.
 
     Args:
         q: ``[N, C, H, W]`` L2-normalised predictor output of view ``a`` (gets gradients).
@@ -235,6 +235,6 @@ def dense_hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, fl
 
 
 def normalized(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel channel L2 normalisation of ``[N, C, H, W]`` (section 2), computed in at least
+    """Per-pixel channel L2 normalisation of ``[N, C, H, W]`` (docs/method.md, "Model"), computed in at least
     float32 (fp16 activations under AMP are upcast; float64 stays float64)."""
     return F.normalize(x.to(_acc_dtype(x)), dim=1)

@@ -57,6 +57,7 @@ from .data.images import EpochSampler, StaticImageDataset, TwoViewDataset, pick_
 from .data.video import VideoFrameDataset
 from .loss import DEFAULT_POS_RADIUS
 from .model import DEFAULT_EMA_BASE, HVCModel
+from .runtime import UsageError, git_revision, resolve_device, run_cli
 
 CHECKPOINT_NAME = "checkpoint.pth"
 LOG_NAME = "log.csv"
@@ -129,61 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    """Range checks of the arguments (raises ValueError naming the flag)."""
+    """Range checks of the arguments (raises UsageError naming the flag)."""
     positive = {"--batch-size": args.batch_size, "--img-size": args.img_size, "--epochs": args.epochs,
                 "--ckpt-every": args.ckpt_every, "--log-every": args.log_every, "--clip-len": args.clip_len}
     if args.steps is not None:
         positive["--steps"] = args.steps
     for flag, value in positive.items():
         if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise UsageError(f"{flag} must be >= 1, got {value}")
     if args.img_size % 8:
-        raise ValueError(f"--img-size must be a multiple of 8 (output stride), got {args.img_size}")
+        raise UsageError(f"--img-size must be a multiple of 8 (output stride), got {args.img_size}")
     if args.lr <= 0 or args.pos_radius <= 0 or args.workers < 0:
-        raise ValueError("--lr and --pos-radius must be > 0 and --workers >= 0")
+        raise UsageError("--lr and --pos-radius must be > 0 and --workers >= 0")
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; otherwise ``torch.device(name)``.
-
-    Raises:
-        RuntimeError: a CUDA device was requested but CUDA is not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
-def git_revision(start: Path = Path(__file__).resolve()) -> Optional[str]:
-    """The commit hash of the enclosing git checkout, read from ``.git`` files (no git call); None if unknown."""
-    for d in start.parents:
-        head = d / ".git" / "HEAD"
-        if head.is_file():
-            try:
-                ref = head.read_text().strip()
-                if not ref.startswith("ref: "):
-                    return ref
-                name = ref[5:]
-                ref_file = d / ".git" / name
-                if ref_file.is_file():
-                    return ref_file.read_text().strip()
-                packed = d / ".git" / "packed-refs"
-                if packed.is_file():
-                    for line in packed.read_text().splitlines():
-                        if line.endswith(" " + name):
-                            return line.split()[0]
-            except OSError:
-                return None
-            return None
-    return None
-
-
 def build_dataset(args: argparse.Namespace, out_dir: Path) -> TwoViewDataset:
     """The training dataset of ``args.mode`` (section 1).
 
@@ -318,7 +281,7 @@ def save_checkpoint(path: Path, *, model: HVCModel, optimizer, scaler, step: int
 
 def _check_resume(ckpt: Dict[str, Any], args: argparse.Namespace, dataset: TwoViewDataset, total_steps: int,
                   path: Path) -> None:
-    """Refuse to resume a checkpoint of a different run (raises ValueError naming the differences)."""
+    """Refuse to resume a checkpoint of a different run (raises UsageError naming the differences)."""
     old = ckpt.get("args", {})
     diffs = [f"--{k.replace('_', '-')}: checkpoint {old.get(k)!r} vs now {getattr(args, k)!r}"
              for k in RESUME_MUST_MATCH if k in old and old.get(k) != getattr(args, k)]
@@ -327,7 +290,7 @@ def _check_resume(ckpt: Dict[str, Any], args: argparse.Namespace, dataset: TwoVi
     if int(ckpt["total_steps"]) != total_steps:
         diffs.append(f"total steps: checkpoint {ckpt['total_steps']} vs now {total_steps} (--steps/--epochs)")
     if diffs:
-        raise ValueError(f"cannot resume {path}: it belongs to a different run configuration:\n  " + "\n  ".join(diffs))
+        raise UsageError(f"cannot resume {path}: it belongs to a different run configuration:\n  " + "\n  ".join(diffs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,7 +304,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         last step run (``loss`` is None when no step was run).
 
     Raises:
-        FileExistsError, FileNotFoundError, ValueError, RuntimeError: see
+        FileExistsError, FileNotFoundError, ValueError (UsageError included): see
         :func:`prepare_output_dir`, :func:`build_dataset`, :func:`_check_resume`, :func:`resolve_device`.
     """
     _validate(args)
@@ -470,14 +433,13 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (2 with a one-line message on bad input)."""
+    """Command-line entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data,
+    with a one-line message)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def job() -> None:
         train(args)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"hvc.train: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli("hvc.train", job)
 
 
 if __name__ == "__main__":

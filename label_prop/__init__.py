@@ -1,13 +1,18 @@
 """label_prop: segment videos by label propagation over frame features, and score them (DAVIS J&F).
 
-* :func:`propagate`, :class:`LabelPropagator` -- the kNN propagation engine (:mod:`label_prop.engine`);
-* :mod:`label_prop.features` -- encoders (``random``, our exported checkpoints, HVC releases);
+* :class:`PropagationConfig` -- the protocol's settings, stated once (:mod:`label_prop.config`);
+* :mod:`label_prop.pipeline` -- :class:`~label_prop.pipeline.VideoSegmenter`, the per-frame API;
+* :func:`propagate`, :class:`LabelPropagator` -- the kNN propagation engine (:mod:`label_prop.engine`,
+  :mod:`label_prop.window`; its dense specification: :mod:`label_prop.reference`);
 * :mod:`label_prop.multiref` -- objects that start mid-video (one reference per start frame);
-* :mod:`label_prop.run` -- ``scripts/run_test.sh``: a benchmark or filelist to palette PNGs
-  (and submission zips, :mod:`label_prop.submission`);
-* :mod:`label_prop.segment` -- ``python -m label_prop.segment``: your own video;
-* :mod:`label_prop.metrics`, :mod:`label_prop.evaluate` -- ``scripts/run_metrics.sh``: J, F, J&F.
+* :mod:`label_prop.features` -- encoders (``random``, our exported checkpoints, HVC releases);
+* :mod:`label_prop.datasets` -- the benchmarks (:mod:`label_prop.davis`, :mod:`label_prop.ytvos`,
+  :mod:`label_prop.filelists`) and their sequence plans (:mod:`label_prop.plans`);
+* command lines: :mod:`label_prop.run` (``scripts/run_test.sh``), :mod:`label_prop.segment` (your
+  own video), :mod:`label_prop.demo`, :mod:`label_prop.evaluate` (``scripts/run_metrics.sh``, with
+  :mod:`label_prop.metrics`), :mod:`label_prop.submission`, :mod:`label_prop.filelists`.
 """
+from label_prop.config import PropagationConfig
 from label_prop.engine import LabelPropagator, propagate
 
-__all__ = ["LabelPropagator", "propagate"]
+__all__ = ["LabelPropagator", "PropagationConfig", "propagate"]

@@ -32,14 +32,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from label_prop.datasets import (
-    Benchmark,
-    annotation_path,
-    frame_paths,
-    get_benchmark,
-    list_sequences,
-    parse_sequences,
-)
+from hvc.runtime import UsageError, run_cli
+from label_prop.datasets import Benchmark, get_benchmark, parse_sequences
 from label_prop.io import atomic_write, read_mask
 from label_prop.metrics import (
     evaluate_sequence,
@@ -67,7 +61,7 @@ def _load_sequence(
             object may be written as 1 or as 255 (the DAVIS-2016 on-disk value); other ids are
             errors.
     """
-    frames = [p.stem for p in frame_paths(bench, seq, root)]
+    frames = [p.stem for p in bench.frames(seq, root)]
     seq_dir = pred_dir / seq
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"{bench.name}/{seq}: prediction folder {seq_dir} not found")
@@ -89,7 +83,7 @@ def _load_sequence(
     preds: list[np.ndarray] = []
     object_ids: list[int] = []
     for t, frame in enumerate(frames):
-        gt_path = annotation_path(bench, seq, frame, root)
+        gt_path = bench.annotation(seq, frame, root)
         gt = read_mask(gt_path, binary=bench.binary)
         if t == 0:
             object_ids = [1] if bench.binary else first_frame_objects(gt)
@@ -136,9 +130,9 @@ def evaluate_benchmark(
         (``Sequence = <sequence>_<object id>``). Values are fractions in [0, 1].
 
     Raises:
-        ValueError: unknown benchmark or sequence, a benchmark without full ground truth, a
-            missing / extra predicted frame, a size mismatch, or a predicted object id that is
-            not an object of the sequence (the message names the file).
+        UsageError: unknown benchmark or sequence, or a benchmark without full ground truth.
+        ValueError: a missing / extra predicted frame, a size mismatch, or a predicted object id
+            that is not an object of the sequence (the message names the file).
         FileNotFoundError: the dataset, a GT annotation or a prediction folder is missing.
 
     Source: ``davis2017-evaluation``, ``evaluation_method.py`` and
@@ -148,14 +142,14 @@ def evaluate_benchmark(
     if isinstance(bench, str):
         bench = get_benchmark(bench)
     if not bench.full_gt:
-        raise ValueError(
+        raise UsageError(
             f"benchmark {bench.name} has ground truth for the first frame only; it cannot be scored "
             f"(use a benchmark with full ground truth, e.g. davis16 or davis17)"
         )
     pred_dir = Path(results_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{bench.name}: prediction folder {pred_dir} not found")
-    names = list_sequences(bench, root, list(sequences) if sequences else None)
+    names = bench.sequences(root, list(sequences) if sequences else None)
 
     rows: list[tuple[str, float, float]] = []
     per_object = []
@@ -224,19 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 error, 2 usage error)."""
+    """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    try:
-        bench = get_benchmark(args.benchmark)
-        sequences = parse_sequences(bench, args.sequences, args.split)
-        out_dir = args.results_dir / args.model / bench.name
-        suffix = f"-{args.split}" if args.split else ""
-        check_writable(out_dir, args.overwrite, suffix)
-        global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
-        g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite, suffix=suffix)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli("python -m label_prop.evaluate", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Score, write the CSVs and print the tables."""
+    bench = get_benchmark(args.benchmark)
+    sequences = parse_sequences(bench, args.sequences, args.split)
+    out_dir = args.results_dir / args.model / bench.name
+    suffix = f"-{args.split}" if args.split else ""
+    check_writable(out_dir, args.overwrite, suffix)
+    global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
+    g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite, suffix=suffix)
     with pd.option_context("display.precision", 3, "display.width", 200):
         print(f"--------------------------- Global results for {bench.name} ---------------------------")
         print(global_df.to_string(index=False))

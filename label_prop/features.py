@@ -1,16 +1,19 @@
 """Frame encoders for inference: ResNet-18 (stride 8, layer3) from our trainer, an official HVC
 release, or random initialisation; optionally merged with a MoCo-v1 ResNet-50.
 
-HVC's test-time embedding (HVC_METHOD.md section 5): ``h = L2(R18-layer3(x))`` (256 channels),
-optionally ``m = L2(R50-layer3(x))`` (1024 channels), merged as ``e = L2(concat(lambda*h, m))``
-with ``lambda = 1.05``. Frames are full resolution, ImageNet mean/std normalised.
+HVC's test-time embedding (docs/method.md, "Label propagation"): ``h = L2(R18-layer3(x))`` (256
+channels), optionally ``m = L2(R50-layer3(x))`` (1024 channels), merged as
+``e = L2(concat(lambda*h, m))`` with ``lambda = 1.05``. Frames are full resolution unless an
+input size is given, normalised with the mean/std the encoder was trained with (recorded in the
+encoder file, :mod:`hvc.export`; ImageNet for the random baseline, official releases and MoCo).
 
 Loading is strict: a state dict whose keys do not match the network is an error that names the
-missing and unexpected keys (the public reference silently loads what matches, which turns a
-wrong file into a random encoder; HVC_METHOD.md section 7, bug 6).
+missing and unexpected keys (the public code silently loads what matches, which turns a wrong
+file into a random encoder; docs/method.md, "Differences from the public code").
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -20,16 +23,14 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet50
 
-from hvc.backbone import ResNetStride8, _set_stride_one
-from hvc.checkpoint import ENCODER_FORMAT  # the tag hvc.export writes
-from hvc.data.crops import IMAGENET_MEAN, IMAGENET_STD  # the training normalisation
+from hvc.backbone import ResNetStride8, set_stride_one
+from hvc.export import IMAGENET, CheckpointError, Normalization, load_encoder, load_state_strict
+
+__all__ = ["MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",
+           "build_encoder", "load_mocov1", "load_resnet18", "random_resnet18", "resolve_model", "scaled_size"]
 
 #: HVC's weight of the ResNet-18 features in the merged embedding.
 MERGE_LAMBDA = 1.05
-
-
-class CheckpointError(ValueError):
-    """A weights file does not hold what the encoder needs (the message names the file)."""
 
 
 class ResNet50Layer3(nn.Module):
@@ -40,7 +41,7 @@ class ResNet50Layer3(nn.Module):
         net = resnet50(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
-        _set_stride_one(self.layer3)
+        set_stride_one(self.layer3)
         self.out_channels = 1024
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,24 +51,35 @@ class ResNet50Layer3(nn.Module):
 
 
 class FrameEncoder(nn.Module):
-    """Frames to L2-normalised features.
+    """Frames to L2-normalised features, on the device the module was moved to.
 
     Args:
         encoder: the main network, ``[N, 3, H, W] -> [N, C, h, w]``.
         second: optional second network (MoCo-v1 ResNet-50), merged as
-            ``L2(concat(merge_lambda * L2(encoder(x)), L2(second(x))))``.
+            ``L2(concat(merge_lambda * L2(encoder(x)), L2(second(x))))``; it always gets the
+            ImageNet mean/std it was trained with.
         merge_lambda: weight of the main features in the merge (HVC: 1.05).
+        normalization: input mean/std of ``encoder`` (what it was trained with; default ImageNet).
 
     Input of :meth:`forward`: ``[N, 3, H, W]`` uint8 RGB or float in [0, 1]; output
     ``[N, C, ceil(H/8), ceil(W/8)]`` float32, unit L2 norm over C. Always in eval mode.
     """
 
-    def __init__(self, encoder: nn.Module, second: nn.Module | None = None, merge_lambda: float = MERGE_LAMBDA):
+    def __init__(self, encoder: nn.Module, second: nn.Module | None = None, merge_lambda: float = MERGE_LAMBDA, *,
+                 normalization: Normalization = IMAGENET):
         super().__init__()
         self.encoder, self.second, self.merge_lambda = encoder, second, merge_lambda
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalization = normalization
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("second_mean", torch.tensor(IMAGENET.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("second_std", torch.tensor(IMAGENET.std).view(1, 3, 1, 1), persistent=False)
         self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks (and therefore the features) are."""
+        return self.mean.device
 
     def train(self, mode: bool = True) -> "FrameEncoder":  # inference only: BN stats stay frozen
         return super().train(False)
@@ -78,22 +90,24 @@ class FrameEncoder(nn.Module):
         x = frames.float()
         if frames.dtype == torch.uint8:
             x = x / 255.0
-        x = (x - self.mean) / self.std
-        h = F.normalize(self.encoder(x), dim=1)
+        h = F.normalize(self.encoder((x - self.mean) / self.std), dim=1)
         if self.second is None:
             return h
-        m = F.normalize(self.second(x), dim=1)
+        m = F.normalize(self.second((x - self.second_mean) / self.second_std), dim=1)
         return F.normalize(torch.cat([self.merge_lambda * h, m], dim=1), dim=1)
 
     @torch.no_grad()
-    def encode_frame(self, frame: np.ndarray, device: torch.device | str = "cpu", input_size: int = -1) -> torch.Tensor:
-        """One ``[H, W, 3]`` uint8 RGB frame to features ``[C, h, w]`` on ``device``.
+    def encode_frame(self, frame: np.ndarray, input_size: int = -1) -> torch.Tensor:
+        """One ``[H, W, 3]`` uint8 RGB frame to features ``[C, h, w]`` on :attr:`device`.
 
         ``input_size > 0`` first scales the frame so that its short side is ``input_size`` pixels
-        (bilinear, ``align_corners=True``, as the reference's ``INPUT_SIZE``); ``-1`` keeps the full
+        (bilinear, ``align_corners=True``, as the public code's ``INPUT_SIZE``); ``-1`` keeps the full
         resolution. The grid is then ``ceil(H' / 8) x ceil(W' / 8)`` of the scaled frame.
+
+        Raises:
+            ValueError: ``input_size`` is 0 or below -1 (:func:`scaled_size`).
         """
-        x = torch.from_numpy(np.array(frame, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1).unsqueeze(0)
+        x = torch.from_numpy(np.array(frame, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1).unsqueeze(0)
         size = scaled_size(x.shape[-2:], input_size)
         if size != tuple(x.shape[-2:]):
             x = F.interpolate(x.float() / 255.0, size=size, mode="bilinear", align_corners=True).clamp_(0.0, 1.0)
@@ -115,60 +129,16 @@ def scaled_size(size: tuple[int, int], input_size: int) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def _load_file(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
-
-
-def _strict_load(net: nn.Module, state: dict, path: Path, *, ignore_prefixes: tuple[str, ...]) -> None:
-    """Load ``state`` into ``net``; keys under ``ignore_prefixes`` (layers the net does not
-    build) are dropped, BN ``num_batches_tracked`` counters may be absent; anything else
-    missing or unexpected raises :class:`CheckpointError`."""
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
-    expected = net.state_dict().keys()
-    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state if k not in expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: state dict does not match {type(net).__name__}: "
-            f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
-            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})"
-        )
-    net.load_state_dict(state, strict=False)
-
-
 def load_resnet18(path: str | os.PathLike) -> ResNetStride8:
-    """Inference ResNet-18 (layer3, stride 8) from a weights file.
-
-    Accepts a file written by ``python -m hvc.export`` (``{"format": "hvc-encoder-v1",
-    "state_dict": ...}``) or a plain torchvision-layout ResNet-18 state dict (the official HVC
-    release encoders, ``core/convert_pretrain.py`` output). ``layer4.*`` and ``fc.*`` keys are
-    ignored (the inference network stops at layer3).
+    """Inference ResNet-18 (layer3, stride 8) of an encoder file: an ``python -m hvc.export`` file
+    or a plain torchvision-layout ResNet-18 state dict (official HVC releases); ``layer4.*`` and
+    ``fc.*`` keys are ignored. Use :func:`build_encoder` to get the file's normalisation applied.
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: not loadable, a raw training checkpoint, or keys do not match.
     """
-    path = Path(path)
-    obj = _load_file(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
-    if obj.get("format") == ENCODER_FORMAT:
-        state = obj["state_dict"]
-    elif "model" in obj or "optimizer" in obj:
-        raise CheckpointError(
-            f"{path}: this is a training checkpoint, not an encoder; export it first with "
-            f"`python -m hvc.export {path} checkpoints/NAME.pth`"
-        )
-    else:
-        state = obj
-    net = ResNetStride8("layer3")
-    _strict_load(net, state, path, ignore_prefixes=("layer4.", "fc."))
-    return net.eval()
+    return load_encoder(path)[0]
 
 
 def load_mocov1(path: str | os.PathLike) -> ResNet50Layer3:
@@ -180,7 +150,12 @@ def load_mocov1(path: str | os.PathLike) -> ResNet50Layer3:
         CheckpointError: not loadable or keys do not match.
     """
     path = Path(path)
-    obj = _load_file(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a MoCo checkpoint dict")
@@ -189,7 +164,7 @@ def load_mocov1(path: str | os.PathLike) -> ResNet50Layer3:
         raise CheckpointError(f"{path}: no '{prefix}*' keys: not a MoCo-v1 checkpoint")
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     net = ResNet50Layer3()
-    _strict_load(net, state, path, ignore_prefixes=("layer4.", "fc."))
+    load_state_strict(net, state, path, ignore_prefixes=("layer4.", "fc."))
     return net.eval()
 
 
@@ -226,12 +201,29 @@ def build_encoder(model: str, *, checkpoints_dir: str | os.PathLike = "checkpoin
                   moco: str | os.PathLike | None = None, seed: int = 0,
                   device: torch.device | str = "cpu") -> FrameEncoder:
     """The inference encoder for ``model`` (``random`` or a checkpoint name/path), optionally
-    merged with a MoCo-v1 ResNet-50 file, in eval mode on ``device``.
+    merged with a MoCo-v1 ResNet-50 file, in eval mode on ``device``, with the input
+    normalisation its file records (ImageNet for ``random``).
 
     Raises:
         FileNotFoundError, CheckpointError: see :func:`resolve_model` and the loaders.
     """
     path = resolve_model(model, checkpoints_dir)
-    net = random_resnet18(seed) if path is None else load_resnet18(path)
+    if path is None:
+        net, norm = random_resnet18(seed), IMAGENET
+    else:
+        net, enc_file = load_encoder(path)
+        norm = enc_file.normalization
     second = load_mocov1(moco) if moco is not None else None
-    return FrameEncoder(net, second).to(device)
+    return FrameEncoder(net, second, normalization=norm).to(device)
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of :func:`build_encoder` other than the model (``--checkpoints-dir``,
+    ``--moco``, ``--seed``, ``--device``) and ``--threads`` (torch CPU threads)."""
+    g = parser.add_argument_group("encoder")
+    g.add_argument("--checkpoints-dir", default="checkpoints", type=Path, help="where MODEL.pth is looked up")
+    g.add_argument("--moco", default=None,
+                   help="optional MoCo-v1 ResNet-50 file merged with the encoder (HVC's MERGE)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder (default 0)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

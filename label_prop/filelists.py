@@ -1,4 +1,4 @@
-"""Filelists in HVC's format, ``<flag> <image> <mask>`` (HVC_METHOD.md section 5, "Filelists").
+"""Filelists in HVC's format, ``<flag> <image> <mask>`` (docs/method.md, "Filelists and YouTube-VOS").
 
 One line per frame, three space-separated fields, paths relative to the data root; a sequence
 is a run of lines with the same image folder. ``flag`` 1 = write this frame's prediction, 0 =
@@ -10,24 +10,26 @@ Generate the lists from the dataset folders::
 
     python -m label_prop.filelists [--data-root PATH] [--out data/filelists] [--benchmarks davis16,...] [--overwrite]
 
-which writes, for every benchmark whose folder exists: ``val_davis2016_val.txt``,
-``val_davis2017_val.txt``, ``val_davis2017_dev.txt`` (every frame, flag 1) and
-``val_ytvos2018_valid.txt``, ``val_ytvos2019_valid.txt`` (every frame from the video's first
-meta.json frame; flag 1 on the meta.json frames).
+which writes, for every benchmark whose folder exists, its sequence plans as lines:
+``val_davis2016_val.txt``, ``val_davis2017_val.txt``, ``val_davis2017_dev.txt`` (every frame,
+flag 1) and ``val_ytvos2018_valid.txt``, ``val_ytvos2019_valid.txt`` (every frame from the first
+object's start, :func:`label_prop.plans.starting_ids`; flag 1 on the meta.json frames).
 
 Run one with ``bash scripts/run_test.sh MODEL val_davis2016_val`` (a name in data/filelists/ or
-a path to a ``.txt``).
+a path to a ``.txt``): :func:`open_benchmark` turns it into a :class:`FilelistBenchmark`.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from label_prop.datasets import (BENCHMARKS, Benchmark, SequencePlan, annotation_path, benchmark_dir, data_root,
-                                 frame_paths, list_sequences)
+from hvc.runtime import UsageError, atomic_write, run_cli
+from label_prop.datasets import BENCHMARKS, get_benchmark
+from label_prop.plans import Benchmark, SequencePlan, data_root, select_sequences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where the generated lists live (committed).
@@ -40,31 +42,92 @@ FILELIST_NAMES = {
     "ytvos18": "val_ytvos2018_valid",
     "ytvos19": "val_ytvos2019_valid",
 }
+#: ``--read-masks`` choices (see :func:`read_filelist`).
+READ_MASKS = ("first", "existing")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilelistBenchmark(Benchmark):
+    """The sequences of a filelist, paths relative to the data root (see :func:`read_filelist`).
+
+    Attributes:
+        path: the ``.txt``.
+        read_masks: ``"first"`` or ``"existing"`` (:func:`read_filelist`).
+    """
+
+    path: Path
+    read_masks: str = "first"
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, read_masks: str = "first") -> "FilelistBenchmark":
+        """The filelist ``path`` as a benchmark named after its stem (binary masks detected when read).
+
+        Raises:
+            UsageError: ``read_masks`` is not one of :data:`READ_MASKS`.
+        """
+        if read_masks not in READ_MASKS:
+            raise UsageError(f"--read-masks must be one of {', '.join(READ_MASKS)}, got {read_masks!r}")
+        path = Path(path)
+        return cls(name=path.stem, folder="", binary=None, full_gt=False, path=path, read_masks=read_masks)
+
+    def _plans(self, root: str | os.PathLike | None) -> dict[str, SequencePlan]:
+        return {p.name: p for p in read_filelist(self.path, root, read_masks=self.read_masks)}
+
+    def sequences(self, root: str | os.PathLike | None = None, selection: list[str] | None = None) -> list[str]:
+        """Sequence names in list order (see :meth:`Benchmark.sequences`)."""
+        return select_sequences(list(self._plans(root)), selection, f"{self.path}: sequences not in the list")
+
+    def frames(self, seq: str, root: str | os.PathLike | None = None) -> list[Path]:
+        """The listed frames of a sequence."""
+        return self.plan(seq, root).frames
+
+    def annotation(self, seq: str, frame: str, root: str | os.PathLike | None = None) -> Path:
+        """The mask field of the line of ``frame``.
+
+        Raises:
+            ValueError: no line of ``seq`` has that frame.
+        """
+        plan = self.plan(seq, root)
+        for img, mask in zip(plan.frames, plan.extra["masks"]):
+            if img.stem == frame:
+                return mask
+        raise ValueError(f"{self.path}: sequence {seq} has no frame {frame}")
+
+    def plan(self, seq: str, root: str | os.PathLike | None = None) -> SequencePlan:
+        """The plan of one listed sequence (ValueError when it is not in the list)."""
+        plans = self._plans(root)
+        if seq not in plans:
+            raise ValueError(f"{self.path}: no sequence {seq!r} in the list")
+        return plans[seq]
+
+
+def open_benchmark(name: str, read_masks: str = "first") -> Benchmark:
+    """A named benchmark (:data:`label_prop.datasets.BENCHMARKS`) or a filelist (:func:`resolve_filelist`).
+
+    Raises:
+        UsageError: neither a known benchmark nor a filelist.
+        FileNotFoundError: a ``.txt`` or path that does not exist.
+    """
+    listfile = resolve_filelist(name)
+    if listfile is not None:
+        return FilelistBenchmark.open(listfile, read_masks)
+    return get_benchmark(name)
 
 
 def filelist_lines(bench: Benchmark, root: str | os.PathLike | None = None) -> list[str]:
-    """The lines (without newline) of ``bench``'s filelist, paths relative to the data root.
+    """The lines (without newline) of ``bench``'s filelist, paths relative to the data root: one
+    per frame of each sequence's plan, flag 1 where the plan writes the frame.
 
     Raises:
-        FileNotFoundError, ValueError: dataset errors (see :mod:`label_prop.datasets`).
+        FileNotFoundError, ValueError: dataset errors (see :meth:`Benchmark.plan`).
     """
     base = data_root(root)
     rel = lambda p: Path(os.path.relpath(p, base)).as_posix()  # noqa: E731
     lines = []
-    for seq in list_sequences(bench, root):
-        frames = frame_paths(bench, seq, root)
-        if bench.layout == "ytvos":
-            from label_prop.ytvos import read_meta
-
-            listed = {f for o in read_meta(bench, root)[seq]["objects"].values() for f in o["frames"]}
-            stems = [p.stem for p in frames]
-            first = min(stems.index(f) for f in listed if f in stems)
-            flags = [int(p.stem in listed) for p in frames]
-            frames, flags = frames[first:], flags[first:]
-        else:
-            flags = [1] * len(frames)
-        for p, flag in zip(frames, flags):
-            lines.append(f"{flag} {rel(p)} {rel(annotation_path(bench, seq, p.stem, root))}")
+    for seq in bench.sequences(root):
+        plan = bench.plan(seq, root)
+        for p, save in zip(plan.frames, plan.save):
+            lines.append(f"{int(save)} {rel(p)} {rel(bench.annotation(seq, p.stem, root))}")
     return lines
 
 
@@ -76,20 +139,16 @@ def write_filelists(root: str | os.PathLike | None = None, out_dir: str | os.Pat
         benchmark -> written path (an identical existing file counts as written).
 
     Raises:
+        UsageError: an unknown benchmark name.
         FileExistsError: a list exists with different content and ``overwrite`` is False.
         FileNotFoundError: an explicitly requested benchmark's folder is missing.
     """
-    from label_prop.io import atomic_write
-
     out_dir = Path(out_dir)
-    names = list(benchmarks) if benchmarks else list(BENCHMARKS)
     written = {}
-    for name in names:
-        bench = BENCHMARKS[name] if name in BENCHMARKS else None
-        if bench is None:
-            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    for name in (list(benchmarks) if benchmarks else list(BENCHMARKS)):
+        bench = get_benchmark(name)
         try:
-            benchmark_dir(bench, root)
+            bench.dir(root)
         except FileNotFoundError:
             if benchmarks:
                 raise
@@ -105,7 +164,11 @@ def write_filelists(root: str | os.PathLike | None = None, out_dir: str | os.Pat
 
 def resolve_filelist(name: str) -> Path | None:
     """A filelist path for ``name``: an existing file, or ``data/filelists/<name>[.txt]``; None
-    when ``name`` is neither (then it is a benchmark name)."""
+    when ``name`` is neither (then it is a benchmark name).
+
+    Raises:
+        FileNotFoundError: ``name`` ends with ``.txt`` or contains a path separator but is no file.
+    """
     if name in BENCHMARKS:
         return None
     for cand in (Path(name), FILELIST_DIR / name, FILELIST_DIR / f"{name}.txt"):
@@ -129,7 +192,8 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
             for YouTube-VOS ``valid`` where only first appearances exist; on a full-ground-truth
             dataset this reads later ground truth).
 
-    Binary (DAVIS-2016 0/255) masks are detected when read (``binary=None`` in the plan).
+    Binary (DAVIS-2016 0/255) masks are detected when read (``binary=None`` in the plan); every
+    line's mask path is kept in ``plan.extra["masks"]``.
 
     Raises:
         FileNotFoundError: the list, or (``first``) a sequence's first mask, is missing.
@@ -137,31 +201,11 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
             (the message names the file and line number).
     """
     path = Path(path)
-    if read_masks not in ("first", "existing"):
-        raise ValueError(f"read_masks must be 'first' or 'existing', got {read_masks!r}")
+    if read_masks not in READ_MASKS:
+        raise UsageError(f"--read-masks must be one of {', '.join(READ_MASKS)}, got {read_masks!r}")
     if not path.is_file():
         raise FileNotFoundError(f"filelist {path} not found")
-    base = data_root(root)
-    runs: list[tuple[str, list[tuple[int, Path, Path]]]] = []
-    seen: set[str] = set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        if len(fields) != 3:
-            raise ValueError(f"{path}:{n}: expected '<flag> <image> <mask>', got {line!r}")
-        if fields[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{n}: flag must be 0 or 1, got {fields[0]!r}")
-        img, mask = base / fields[1], base / fields[2]
-        key = str(Path(fields[1]).parent)
-        if not runs or runs[-1][0] != key:
-            if key in seen:
-                raise ValueError(f"{path}:{n}: sequence {key} continues after another sequence")
-            seen.add(key)
-            runs.append((key, []))
-        runs[-1][1].append((int(fields[0]), img, mask))
-    if not runs:
-        raise ValueError(f"{path}: no lines")
+    runs = _read_runs(path, data_root(root))
     names = [Path(k).name for k, _ in runs]
     dup = {x for x in names if names.count(x) > 1}
     plans = []
@@ -175,12 +219,38 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
             ann = {i: m for i, (_, _, m) in enumerate(rows) if m.is_file()}
             if not ann:
                 raise FileNotFoundError(f"{path}: no mask of sequence {key} exists (e.g. {rows[0][2]})")
-        plans.append(SequencePlan(name, [r[1] for r in rows], [bool(r[0]) for r in rows], ann, binary=None))
+        plans.append(SequencePlan(name, [r[1] for r in rows], [bool(r[0]) for r in rows], ann, binary=None,
+                                  extra={"masks": [r[2] for r in rows]}))
     return plans
 
 
+def _read_runs(path: Path, base: Path) -> list[tuple[str, list[tuple[int, Path, Path]]]]:
+    """The lines of a filelist grouped into runs of one image folder: ``[(folder, [(flag, image,
+    mask), ...]), ...]`` (ValueError naming the file and line on a malformed line)."""
+    runs: list[tuple[str, list[tuple[int, Path, Path]]]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 3:
+            raise ValueError(f"{path}:{n}: expected '<flag> <image> <mask>', got {line!r}")
+        if fields[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{n}: flag must be 0 or 1, got {fields[0]!r}")
+        key = str(Path(fields[1]).parent)
+        if not runs or runs[-1][0] != key:
+            if key in seen:
+                raise ValueError(f"{path}:{n}: sequence {key} continues after another sequence")
+            seen.add(key)
+            runs.append((key, []))
+        runs[-1][1].append((int(fields[0]), base / fields[1], base / fields[2]))
+    if not runs:
+        raise ValueError(f"{path}: no lines")
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 error)."""
+    """CLI entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data)."""
     p = argparse.ArgumentParser(prog="python -m label_prop.filelists",
                                 description="Write HVC-format filelists from the dataset folders.")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
@@ -189,17 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace lists whose content changed")
     args = p.parse_args(argv)
     names = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
-    try:
+
+    def job() -> None:
         written = write_filelists(args.data_root, args.out, names, args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if not written:
-        print(f"error: no benchmark folder found under {data_root(args.data_root)}", file=sys.stderr)
-        return 1
-    for name, path in written.items():
-        print(f"{name}: {path} ({len(path.read_text().splitlines())} lines)")
-    return 0
+        if not written:
+            raise FileNotFoundError(f"no benchmark folder found under {data_root(args.data_root)}")
+        for name, path in written.items():
+            print(f"{name}: {path} ({len(path.read_text().splitlines())} lines)")
+    return run_cli("python -m label_prop.filelists", job)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hvc.checkpoint import atomic_write  # noqa: F401  one atomic writer for both packages (re-exported)
+from hvc.runtime import atomic_write  # noqa: F401  one atomic writer for both packages (re-exported)
 
-#: Id of void pixels in DAVIS-2017 annotations.
+#: Id of void pixels in DAVIS-2017 / YouTube-VOS annotations (ignored: never an object).
 VOID_ID = 255
 
 
@@ -90,6 +90,22 @@ def read_mask(path: str | os.PathLike, *, binary: bool = False) -> np.ndarray:
     if arr.max(initial=0) > 255:
         raise ValueError(f"{path}: object ids must be < 256, found {int(arr.max())}")
     return arr.astype(np.uint8)
+
+
+def read_annotation(path: str | os.PathLike, binary: bool | None) -> np.ndarray:
+    """Read an annotation as object ids ``[H, W]`` uint8 (:func:`read_mask`); ``binary=None``
+    detects DAVIS-2016 masks (values only 0 and 255) and maps 255 to object 1 (filelists and
+    user masks do not say which format they are).
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`read_mask`.
+    """
+    if binary is not None:
+        return read_mask(path, binary=binary)
+    m = read_mask(path)
+    if (m == VOID_ID).any() and set(np.unique(m).tolist()) <= {0, VOID_ID}:
+        return (m > 0).astype(np.uint8)
+    return m
 
 
 def write_palette_png(path: str | os.PathLike, ids: np.ndarray) -> None:

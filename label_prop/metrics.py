@@ -5,7 +5,8 @@ Pure functions on numpy arrays (no file I/O). They reproduce the official DAVIS 
 
 * :func:`region_similarity` -- ``davis2017/metrics.py::db_eval_iou`` (Jaccard index);
 * :func:`boundary_f_measure` -- ``davis2017/metrics.py::f_measure`` (with ``_seg2bmap``);
-* :func:`db_statistics` -- ``davis2017/utils.py::db_statistics`` (Mean, Recall, Decay);
+* :func:`db_statistics`, :func:`summarize` -- ``davis2017/utils.py::db_statistics`` (Mean,
+  Recall, Decay) and the dataset means (:mod:`label_prop.statistics`, re-exported here);
 * :func:`evaluate_sequence` -- ``davis2017/evaluation.py::DAVISEvaluation.evaluate`` for the
   semi-supervised task (objects 1..N of the first-frame annotation, first and last frames
   excluded), with the ``single_object`` mode of the DAVIS-2016 evaluation.
@@ -16,22 +17,19 @@ Scores are fractions in [0, 1] (not percent).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 from skimage.morphology import disk
 
-#: Id of void pixels in DAVIS-2017 ground truth.
-VOID_ID = 255
+from label_prop.io import VOID_ID
+from label_prop.statistics import RECALL_TH, Statistics, db_statistics, decay_bins, summarize
 
 #: Boundary tolerance of the official F measure, as a fraction of the image diagonal.
 BOUND_TH = 0.008
 
-#: Threshold of the Recall statistic (fraction of frames scoring more than this).
-RECALL_TH = 0.5
 
 
 def _as_bool_2d(name: str, arr: np.ndarray) -> np.ndarray:
@@ -198,65 +196,6 @@ def boundary_f_measure(
 
 
 @dataclass(frozen=True)
-class Statistics:
-    """Per-object statistics of a per-frame score series (see :func:`db_statistics`)."""
-
-    mean: float
-    recall: float
-    decay: float
-
-
-def decay_bins(n: int) -> list[tuple[int, int]]:
-    """The 4 (overlapping) frame bins of the official Decay statistic, as ``[start, stop)``.
-
-    Bin edges are ``round(linspace(1, n, 5) + 1e-10) - 1``; bin ``i`` spans
-    ``edges[i] .. edges[i + 1]`` *inclusive*, so consecutive bins share their edge frame
-    (e.g. ``n = 8`` gives frames 0-2, 2-4, 4-5, 5-7). This is not ``np.array_split``.
-
-    Raises:
-        ValueError: ``n < 1``.
-
-    Source: ``davis2017-evaluation``, ``davis2017/utils.py::db_statistics``. The official code
-    casts the edges to ``uint8``, which wraps around for series longer than 256 frames; here
-    they stay plain integers (identical results up to 256 frames; DAVIS has at most 104).
-    """
-    if n < 1:
-        raise ValueError(f"decay needs at least one value, got {n}")
-    edges = (np.round(np.linspace(1, n, 5) + 1e-10) - 1).astype(np.int64)
-    return [(int(edges[i]), int(edges[i + 1]) + 1) for i in range(4)]
-
-
-def db_statistics(per_frame: Iterable[float]) -> Statistics:
-    """Mean, Recall and Decay of one object's per-frame J or F values.
-
-    * Mean: ``nanmean`` of the values;
-    * Recall: fraction of frames whose value is > 0.5 (a NaN counts as not > 0.5);
-    * Decay: ``nanmean`` of the first of the 4 :func:`decay_bins` minus that of the last,
-      i.e. how much the score drops from the first to the last quarter of the video.
-
-    Args:
-        per_frame: ``[T]`` per-frame scores of one object (first/last frames already removed).
-
-    Raises:
-        ValueError: the series is empty or not 1-D.
-
-    Source: ``davis2017-evaluation``, ``davis2017/utils.py::db_statistics``.
-    """
-    v = np.asarray(list(per_frame) if not isinstance(per_frame, np.ndarray) else per_frame, dtype=np.float64)
-    if v.ndim != 1:
-        raise ValueError(f"per-frame values must be 1-D [T], got shape {v.shape}")
-    if v.size == 0:
-        raise ValueError("per-frame values are empty")
-    bins = decay_bins(v.size)
-    with warnings.catch_warnings():  # all-NaN slices give NaN, as official, without a warning
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        mean = float(np.nanmean(v))
-        recall = float(np.mean(v > RECALL_TH))
-        decay = float(np.nanmean(v[bins[0][0]:bins[0][1]]) - np.nanmean(v[bins[3][0]:bins[3][1]]))
-    return Statistics(mean=mean, recall=recall, decay=decay)
-
-
-@dataclass(frozen=True)
 class SequenceScores:
     """Per-object, per-frame scores of one sequence.
 
@@ -295,6 +234,46 @@ def first_frame_objects(gt_first: np.ndarray) -> list[int]:
     ids = ids[ids != VOID_ID]
     n = int(ids.max(initial=0))
     return list(range(1, n + 1))
+
+
+def _scored_objects(pred: np.ndarray, gt: np.ndarray, frames: list[int], object_ids: Sequence[int] | None,
+                    single_object: bool, ignore_void: bool):
+    """``(pred, gt, ids, void [T, H, W] or None)`` as :func:`evaluate_sequence` scores them
+    (binarised in ``single_object`` mode; GT void as background when not ignored); raises its
+    ValueErrors about object ids."""
+    if single_object:
+        if object_ids is not None and list(object_ids) != [1]:
+            raise ValueError(f"single_object scores object 1 only, got object_ids={list(object_ids)}")
+        return (pred > 0).astype(np.uint8), (gt > 0).astype(np.uint8), [1], None
+    ids = first_frame_objects(gt[0]) if object_ids is None else [int(k) for k in object_ids]
+    if any(k <= 0 or k == VOID_ID for k in ids):
+        raise ValueError(f"object ids must be in 1..254, got {ids}")
+    void_all = (gt == VOID_ID) if ignore_void else None
+    if not ignore_void:
+        gt = np.where(gt == VOID_ID, 0, gt)
+    unknown = sorted(set(np.unique(pred[frames]).tolist()) - {0} - set(ids))
+    if unknown:
+        raise ValueError(f"prediction holds object ids {unknown} not in the scored objects {ids}")
+    if not ids:
+        raise ValueError("no object to score (the first-frame ground truth is empty)")
+    return pred, gt, ids, void_all
+
+
+def _per_frame_scores(pred: np.ndarray, gt: np.ndarray, frames: list[int], ids: list[int],
+                      void_all: np.ndarray | None, bound_th: float) -> tuple[np.ndarray, np.ndarray]:
+    """J and F ``[N, T']`` of objects ``ids`` on ``frames`` (void removed where given)."""
+    j = np.zeros((len(ids), len(frames)), dtype=np.float64)
+    f = np.zeros_like(j)
+    for t_idx, t in enumerate(frames):
+        void = None if void_all is None else void_all[t]
+        if void is not None and not void.any():
+            void = None
+        for o_idx, k in enumerate(ids):
+            p_k = pred[t] == k
+            g_k = gt[t] == k
+            j[o_idx, t_idx] = region_similarity(p_k, g_k, void)
+            f[o_idx, t_idx] = boundary_f_measure(p_k, g_k, void, bound_th)
+    return j, f
 
 
 def evaluate_sequence(
@@ -348,81 +327,13 @@ def evaluate_sequence(
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} does not match ground truth {gt.shape}")
     n_frames = gt.shape[0]
-    if skip_first_last:
-        if n_frames < 3:
-            raise ValueError(f"need at least 3 frames when skipping the first and last, got {n_frames}")
-        frames = list(range(1, n_frames - 1))
-    else:
-        if n_frames < 1:
-            raise ValueError("the sequence has no frame")
-        frames = list(range(n_frames))
-
-    if single_object:
-        if object_ids is not None and list(object_ids) != [1]:
-            raise ValueError(f"single_object scores object 1 only, got object_ids={list(object_ids)}")
-        pred = (pred > 0).astype(np.uint8)
-        gt = (gt > 0).astype(np.uint8)
-        ids = [1]
-        void_all = None
-    else:
-        ids = first_frame_objects(gt[0]) if object_ids is None else [int(k) for k in object_ids]
-        if any(k <= 0 or k == VOID_ID for k in ids):
-            raise ValueError(f"object ids must be in 1..254, got {ids}")
-        void_all = (gt == VOID_ID) if ignore_void else None
-        if not ignore_void:
-            gt = np.where(gt == VOID_ID, 0, gt)
-        present = np.unique(pred[frames])
-        unknown = sorted(set(present.tolist()) - {0} - set(ids))
-        if unknown:
-            raise ValueError(f"prediction holds object ids {unknown} not in the scored objects {ids}")
-    if not ids:
-        raise ValueError("no object to score (the first-frame ground truth is empty)")
-
-    j = np.zeros((len(ids), len(frames)), dtype=np.float64)
-    f = np.zeros_like(j)
-    for t_idx, t in enumerate(frames):
-        void = None if void_all is None else void_all[t]
-        if void is not None and not void.any():
-            void = None
-        for o_idx, k in enumerate(ids):
-            p_k = pred[t] == k
-            g_k = gt[t] == k
-            j[o_idx, t_idx] = region_similarity(p_k, g_k, void)
-            f[o_idx, t_idx] = boundary_f_measure(p_k, g_k, void, bound_th)
+    if n_frames < (3 if skip_first_last else 1):
+        raise ValueError(f"need at least 3 frames when skipping the first and last, got {n_frames}"
+                         if skip_first_last else "the sequence has no frame")
+    frames = list(range(1, n_frames - 1)) if skip_first_last else list(range(n_frames))
+    pred, gt, ids, void_all = _scored_objects(pred, gt, frames, object_ids, single_object, ignore_void)
+    j, f = _per_frame_scores(pred, gt, frames, ids, void_all, bound_th)
     return SequenceScores(object_ids=ids, frames=frames, j=j, f=f)
-
-
-def summarize(per_object: Sequence[tuple[Statistics, Statistics]]) -> dict[str, float]:
-    """Dataset-level figures from the per-object statistics: the mean over all objects.
-
-    Args:
-        per_object: ``[(J statistics, F statistics), ...]``, one pair per object of every
-            sequence.
-
-    Returns:
-        ``{'J&F-Mean', 'J-Mean', 'J-Recall', 'J-Decay', 'F-Mean', 'F-Recall', 'F-Decay'}``,
-        with ``J&F-Mean = (J-Mean + F-Mean) / 2``.
-
-    Raises:
-        ValueError: ``per_object`` is empty.
-
-    Source: ``davis2017-evaluation``, ``evaluation_method.py`` (``g_res``).
-    """
-    if not per_object:
-        raise ValueError("no object statistics to summarize")
-    js = [p[0] for p in per_object]
-    fs = [p[1] for p in per_object]
-    j_mean = float(np.mean([s.mean for s in js]))
-    f_mean = float(np.mean([s.mean for s in fs]))
-    return {
-        "J&F-Mean": (j_mean + f_mean) / 2.0,
-        "J-Mean": j_mean,
-        "J-Recall": float(np.mean([s.recall for s in js])),
-        "J-Decay": float(np.mean([s.decay for s in js])),
-        "F-Mean": f_mean,
-        "F-Recall": float(np.mean([s.recall for s in fs])),
-        "F-Decay": float(np.mean([s.decay for s in fs])),
-    }
 
 
 __all__ = [

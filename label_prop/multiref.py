@@ -1,6 +1,6 @@
 """Multi-reference label propagation: objects that start mid-video (YouTube-VOS), streaming.
 
-HVC's inference (HVC_METHOD.md section 5, "Propagation (step_seg)", steps 1-6): every frame
+HVC's inference (docs/method.md, "Objects that start mid-video"): every frame
 ``t0`` at which at least one object starts is a *reference*. A reference keeps its own context
 (frame ``t0`` as long-term memory plus the short-term frames since ``t0``), predicts every
 later frame, and contributes only the channels of the objects that started at ``t0`` (its
@@ -15,7 +15,7 @@ the merged labels of ``t0`` (so its context is exactly HVC's: frame ``t0``, glob
 
 **Differences from the public reference (on purpose).**
 
-* *Renormalisation* (HVC_METHOD.md section 7, bug 14): the reference merges
+* *Renormalisation* (docs/method.md, "Differences from the public code"): the reference merges
   ``y = sum_t0 v_t0 * yhat_t0`` with no normalisation. Every reference predicts *all*
   channels (their contexts hold the merged labels), so the merged vector takes the background
   and the old objects from reference 0 but the new objects from their own reference: at pixels
@@ -31,8 +31,8 @@ the merged labels of ``t0`` (so its context is exactly HVC's: frame ``t0``, glob
   objects' normalised distribution ``g / s``, which keeps ``sum_c y_c = 1``.
 * With a single reference (every object starts at the first annotated frame, as in DAVIS) the
   merge is the identity: the result is bit-for-bit :meth:`LabelPropagator.step`.
-* Only the annotations of the frames where objects start are read (bug 13: the reference scans
-  every ground-truth frame for new ids, which leaks ground truth).
+* Only the annotations of the frames where objects start are read (the reference scans every
+  ground-truth frame for new ids, which leaks ground truth).
 
 Memory: one :class:`LabelPropagator` ring buffer per reference (see its docstring), so a video
 with ``R`` start frames holds ``R`` context buffers.
@@ -45,8 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from label_prop.config import PropagationConfig
 from label_prop.engine import LabelPropagator
-from label_prop.io import VOID_ID
 
 #: Below this channel sum the renormalised merge falls back to the mean of the references.
 MERGE_EPS = 1e-6
@@ -65,7 +65,7 @@ def masks_on_grid(mask: np.ndarray, channel_of: Mapping[int, int], num_channels:
             void and other objects counting as background); else channel 0 stays 0.
 
     Returns:
-        ``[K, h, w]`` float32, bilinear ``align_corners=True`` (HVC_METHOD.md section 5, step 1).
+        ``[K, h, w]`` float32, bilinear ``align_corners=True`` (as the public code).
     """
     mask = np.asarray(mask)
     onehot = torch.zeros(num_channels, *mask.shape)
@@ -77,26 +77,25 @@ def masks_on_grid(mask: np.ndarray, channel_of: Mapping[int, int], num_channels:
 
 
 class MultiRefPropagator:
-    """Streaming propagation with one reference per object start frame (HVC_METHOD.md section 5).
+    """Streaming propagation with one reference per object start frame (module docstring).
 
     Feed every frame's features in order with :meth:`step`; pass the new objects' soft masks at
     the frames where objects start. Before the first start the output is all background.
 
     Args:
         num_channels: ``K``; channel 0 is the background, channel ``c`` one object.
-        topk, temperature, radius, n_context, **engine_kwargs: per-reference
-            :class:`LabelPropagator` settings.
+        config: the protocol of every reference.
+        **engine_kwargs: speed knobs of each :class:`LabelPropagator`.
 
     Raises:
         ValueError: bad ``num_channels``; see :meth:`step`.
     """
 
-    def __init__(self, num_channels: int, *, topk: int = 15, temperature: float = 0.1,
-                 radius: float = 12, n_context: int = 50, **engine_kwargs):
+    def __init__(self, num_channels: int, config: PropagationConfig = PropagationConfig(), **engine_kwargs):
         if num_channels < 2:
             raise ValueError(f"num_channels must be >= 2 (background + one object), got {num_channels}")
         self.K = num_channels
-        self.kw = dict(topk=topk, temperature=temperature, radius=radius, n_context=n_context, **engine_kwargs)
+        self.config, self.engine_kwargs = config, engine_kwargs
         self.refs: list[LabelPropagator] = []
         #: owner[c] = index of the reference owning channel c, or -1 (object not started yet).
         self.owner = [-1] * num_channels
@@ -160,7 +159,7 @@ class MultiRefPropagator:
             idx = len(self.refs)
             for c in new_channels:
                 self.owner[c] = idx
-            self.refs.append(LabelPropagator(feat, y, **self.kw))
+            self.refs.append(LabelPropagator(feat, y, self.config, **self.engine_kwargs))
             self.ref_frames.append(self.t)
         return y
 
@@ -179,12 +178,7 @@ class MultiRefPropagator:
 
 
 def hvc_unnormalised_merge(preds: Sequence[torch.Tensor], presence: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The public reference's merge ``sum_r v_r * yhat_r`` (HVC_METHOD.md section 5 step 3),
-    kept for comparison in tests and docs only: ``preds`` ``[K, h, w]`` and presence vectors
-    ``[K]`` (0/1). Its channels do not sum to 1 (section 7, bug 14)."""
+    """The public reference's merge ``sum_r v_r * yhat_r``, kept for comparison in tests and docs
+    only: ``preds`` ``[K, h, w]`` and presence vectors ``[K]`` (0/1). Its channels do not sum to 1
+    (docs/method.md, "Differences from the public code")."""
     return sum(v.view(-1, 1, 1).to(p.dtype) * p for p, v in zip(preds, presence))
-
-
-def new_object_ids(mask: np.ndarray, started: set[int]) -> list[int]:
-    """Ids present in ``mask`` (excluding 0 and void 255) that are not in ``started``, sorted."""
-    return [int(i) for i in np.unique(mask) if i not in (0, VOID_ID) and int(i) not in started]

@@ -25,8 +25,8 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from label_prop.datasets import Benchmark, get_benchmark, list_sequences, plan_sequence
-from label_prop.io import atomic_write
+from hvc.runtime import UsageError, atomic_write, run_cli
+from label_prop.datasets import Benchmark, get_benchmark
 
 
 def submission_path(results_dir: str | os.PathLike, model: str, bench: Benchmark) -> Path:
@@ -38,11 +38,12 @@ def expected_files(bench: Benchmark, root: str | os.PathLike | None = None) -> d
     """Sequence -> frame stems the server scores (see the module docstring), in order.
 
     Raises:
-        ValueError: the benchmark has no submission format; data errors of :func:`plan_sequence`.
+        UsageError: the benchmark has no submission format.
+        FileNotFoundError, ValueError: data errors of :meth:`Benchmark.plan`.
     """
     if bench.submission is None:
-        raise ValueError(f"benchmark {bench.name} is scored locally (run_metrics.sh), not by a server zip")
-    return {seq: plan_sequence(bench, seq, root).saved_names() for seq in list_sequences(bench, root)}
+        raise UsageError(f"benchmark {bench.name} is scored locally (run_metrics.sh), not by a server zip")
+    return {seq: bench.plan(seq, root).saved_names() for seq in bench.sequences(root)}
 
 
 def build_submission(bench: Benchmark | str, pred_dir: str | os.PathLike, zip_path: str | os.PathLike, *,
@@ -99,7 +100,7 @@ def build_submission(bench: Benchmark | str, pred_dir: str | os.PathLike, zip_pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 error)."""
+    """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     p = argparse.ArgumentParser(prog="python -m label_prop.submission",
                                 description="Zip predictions in the layout of the benchmark's server.")
     p.add_argument("model", metavar="MODEL")
@@ -108,17 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
     args = p.parse_args(argv)
-    try:
+
+    def job() -> None:
         bench = get_benchmark(args.benchmark)
         out = build_submission(bench, args.results_dir / args.model / bench.name,
                                submission_path(args.results_dir, args.model, bench),
                                root=args.data_root, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    with zipfile.ZipFile(out) as zf:
-        print(f"wrote {out} ({len(zf.namelist())} PNGs)")
-    return 0
+        with zipfile.ZipFile(out) as zf:
+            print(f"wrote {out} ({len(zf.namelist())} PNGs)")
+    return run_cli("python -m label_prop.submission", job)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from label_prop import LabelPropagator, propagate
+from label_prop import LabelPropagator, PropagationConfig, propagate
 from label_prop.reference import propagate_dense
+
+P = PropagationConfig
 
 
 def _inputs(T, C, h, w, K, seed, smooth=True):
@@ -41,9 +43,9 @@ CONFIGS = [
 def test_engine_equals_dense(cfg):
     T, C, h, w, K, topk, temp, radius, n_ctx, tile = cfg
     feats, labels = _inputs(T, C, h, w, K, seed=hash(cfg) % 1000)
-    kw = dict(topk=topk, temperature=temp, radius=radius, n_context=n_ctx)
-    ours = propagate(feats, labels, query_tile=tile, **kw)
-    dense = propagate_dense(feats, labels, **kw)
+    cfg = P(topk=topk, temperature=temp, radius=radius, n_context=n_ctx)
+    ours = propagate(feats, labels, cfg, query_tile=tile)
+    dense = propagate_dense(feats, labels, cfg)
     assert ours.shape == (T, K, h, w)
     assert (ours - dense).abs().max().item() < 1e-4
     agree = (ours.argmax(1) == dense.argmax(1)).float().mean().item()
@@ -52,7 +54,7 @@ def test_engine_equals_dense(cfg):
 
 def test_result_does_not_depend_on_tiling():
     feats, labels = _inputs(6, 8, 11, 9, 3, seed=1)
-    outs = [propagate(feats, labels, topk=6, radius=3.5, n_context=3, query_tile=b, query_chunk=c)
+    outs = [propagate(feats, labels, P(topk=6, radius=3.5, n_context=3), query_tile=b, query_chunk=c)
             for b, c in ((1, 7), (4, 1024), (16, 33), ((2, 5), 64), ((7, 1), 5))]
     for o in outs[1:]:
         assert (o - outs[0]).abs().max().item() < 1e-5
@@ -60,7 +62,7 @@ def test_result_does_not_depend_on_tiling():
 
 def test_soft_labels_sum_to_one_and_frame0_unchanged():
     feats, labels = _inputs(7, 8, 8, 9, 4, seed=2)
-    out = propagate(feats, labels, topk=5, radius=3, n_context=3, query_tile=4)
+    out = propagate(feats, labels, P(topk=5, radius=3, n_context=3), query_tile=4)
     assert torch.equal(out[0], labels)
     assert torch.allclose(out.sum(1), torch.ones(7, 8, 9), atol=1e-5)
     assert (out >= 0).all()
@@ -69,19 +71,20 @@ def test_soft_labels_sum_to_one_and_frame0_unchanged():
 def test_permuting_object_channels_permutes_output():
     feats, labels = _inputs(6, 8, 8, 9, 4, seed=3)
     perm = torch.tensor([0, 3, 1, 2])
-    kw = dict(topk=5, radius=3, n_context=3, query_tile=4)
-    out = propagate(feats, labels, **kw)
-    out_p = propagate(feats, labels[perm], **kw)
+    cfg = P(topk=5, radius=3, n_context=3)
+    out = propagate(feats, labels, cfg, query_tile=4)
+    out_p = propagate(feats, labels[perm], cfg, query_tile=4)
     assert torch.allclose(out_p, out[:, perm], atol=1e-6)
 
 
 def test_streaming_step_equals_batch():
     feats, labels = _inputs(6, 8, 8, 9, 3, seed=4)
-    out = propagate(feats, labels, topk=5, radius=3, n_context=2, query_tile=4)
-    prop = LabelPropagator(feats[0], labels, topk=5, radius=3, n_context=2, query_tile=4)
+    cfg = P(topk=5, radius=3, n_context=2)
+    out = propagate(feats, labels, cfg, query_tile=4)
+    prop = LabelPropagator(feats[0], labels, cfg, query_tile=4)
     for t in range(1, 6):
         assert torch.allclose(prop.step(feats[t]), out[t], atol=1e-6)
-    assert prop.ring_key.shape[2] == 2  # memory holds n_context frames, not the whole video
+    assert prop.memory.ring_key.shape[2] == 2  # memory holds n_context frames, not the whole video
 
 
 def test_identical_frames_copy_labels():
@@ -89,7 +92,7 @@ def test_identical_frames_copy_labels():
     feats, labels = _inputs(1, 32, 8, 8, 3, seed=5, smooth=False)
     hard = F.one_hot(labels.argmax(0), 3).permute(2, 0, 1).float()
     video = feats.expand(5, -1, -1, -1)
-    out = propagate(video, hard, topk=1, radius=3, n_context=3)
+    out = propagate(video, hard, P(topk=1, radius=3, n_context=3))
     assert torch.equal(out.argmax(1), hard.argmax(0).expand(5, -1, -1))
 
 
@@ -106,21 +109,22 @@ def test_bad_shapes_raise(bad):
                                 dict(query_tile=0), dict(query_tile=(4,)), dict(query_tile=(2, 0))])
 def test_bad_hyperparameters_raise(kw):
     feats, labels = _inputs(2, 4, 5, 5, 2, seed=6)
+    engine_kw = {k: v for k, v in kw.items() if k.startswith("query_")}
     with pytest.raises(ValueError):
-        propagate(feats, labels, **kw)
+        propagate(feats, labels, P(**{k: v for k, v in kw.items() if k not in engine_kw}), **engine_kw)
 
 
 def test_step_rejects_wrong_feature_shape():
     feats, labels = _inputs(2, 4, 5, 5, 2, seed=7)
-    prop = LabelPropagator(feats[0], labels, n_context=2)
+    prop = LabelPropagator(feats[0], labels, P(n_context=2))
     with pytest.raises(ValueError, match="expected features of shape"):
         prop.step(torch.zeros(4, 5, 6))
 
 
 def test_predict_then_push_equals_step():
     feats, labels = _inputs(5, 8, 8, 9, 3, seed=8)
-    a = LabelPropagator(feats[0], labels, topk=5, radius=3, n_context=2, query_tile=4)
-    b = LabelPropagator(feats[0], labels, topk=5, radius=3, n_context=2, query_tile=4)
+    a = LabelPropagator(feats[0], labels, P(topk=5, radius=3, n_context=2), query_tile=4)
+    b = LabelPropagator(feats[0], labels, P(topk=5, radius=3, n_context=2), query_tile=4)
     for t in range(1, 5):
         pred = b.predict(feats[t])
         b.push(feats[t], pred)

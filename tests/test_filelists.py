@@ -6,6 +6,7 @@ import pytest
 
 from conftest import require_data
 from label_prop import run as R
+from label_prop.io import read_annotation
 from label_prop.filelists import FILELIST_DIR, filelist_lines, read_filelist, write_filelists
 from label_prop.datasets import get_benchmark
 from label_prop.io import read_mask
@@ -28,7 +29,7 @@ def test_davis16_filelist_matches_hvc_format_and_committed_file(data_root, tmp_p
     plans = read_filelist(committed, data_root)
     assert len(plans) == 20 and plans[0].name == "blackswan" and list(plans[0].annotations) == [0]
     assert plans[0].binary is None  # detected when read: DAVIS-2016 0/255 masks become object 1
-    assert set(np.unique(R.load_annotation(plans[0].annotations[0], None)).tolist()) == {0, 1}
+    assert set(np.unique(read_annotation(plans[0].annotations[0], None)).tolist()) == {0, 1}
     # regenerating identical content is fine; a changed file is not replaced without overwrite
     written["davis16"].write_text("1 a b\n")
     with pytest.raises(FileExistsError, match="overwrite"):

@@ -34,8 +34,8 @@ def test_refuses_an_output_dir_holding_another_run(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "nodata"), "--output-dir", str(out)]) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert (out / "log.csv").read_text() == "step,loss\n1,0.5\n"
-    # --resume of a missing explicit checkpoint is an error naming it
-    assert train_main(["--data", "x", "--output-dir", str(out), "--resume", str(tmp_path / "none.pth")]) == 2
+    # --resume of a missing explicit checkpoint is an error naming it (a missing input file: bad data)
+    assert train_main(["--data", "x", "--output-dir", str(out), "--resume", str(tmp_path / "none.pth")]) == 1
     assert "none.pth" in capsys.readouterr().err
 
 

@@ -5,12 +5,21 @@ import pytest
 import torch
 
 from hvc.checkpoint import TRAIN_FORMAT, atomic_torch_save
+from hvc.data.crops import REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD
 from hvc.export import export_encoder, main as export_main, resnet18_keys
 from hvc.model import HVCModel
 from label_prop.features import CheckpointError, build_encoder
 
 
-def fake_training_checkpoint(path, seed=0):
+def layer3_features(encoder, x, mean, std):
+    """L2-normalised layer3 features of an online encoder for images ``x`` in [0, 1], by hand."""
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        y = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1((x - mean) / std))))
+        return torch.nn.functional.normalize(encoder.layer3(encoder.layer2(encoder.layer1(y))), dim=1)
+
+
+def fake_training_checkpoint(path, seed=0, args=None):
     torch.manual_seed(seed)
     model = HVCModel(total_steps=10)
     with torch.no_grad():  # make weights distinguishable from any fresh initialisation
@@ -18,7 +27,7 @@ def fake_training_checkpoint(path, seed=0):
             p.add_(torch.randn_like(p) * 0.01)
         model.online_encoder.bn1.running_mean.add_(0.5)
     atomic_torch_save({"format": TRAIN_FORMAT, "model": model.state_dict(), "step": 7, "epoch": 1,
-                       "args": {"lr": 1e-3, "mode": "video"}}, path)
+                       "args": args or {"lr": 1e-3, "mode": "video"}}, path)
     return model
 
 
@@ -33,18 +42,15 @@ def test_export_contract_and_strict_load(tmp_path):
     assert not any(k.startswith(("fc.", "online_")) for k in obj["state_dict"])
     assert any(k.startswith("layer4.") for k in obj["state_dict"])
     assert all(v.device.type == "cpu" for v in obj["state_dict"].values())
-    assert obj["meta"] == {"step": 7, "epoch": 1, "args": {"lr": 1e-3, "mode": "video"}, "source": str(ckpt)}
+    assert obj["meta"] == {"step": 7, "epoch": 1, "args": {"lr": 1e-3, "mode": "video"}, "source": str(ckpt),
+                           "git_revision": None}  # no run.json beside this checkpoint
+    assert obj["normalization"] == {"name": "imagenet", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     for k, v in model.online_encoder.state_dict().items():
         assert torch.equal(obj["state_dict"][k], v), k
     # label propagation loads it strictly and computes the same layer3 features
     enc = build_encoder(str(out))
-    ref = model.online_encoder.eval()
     x = torch.rand(1, 3, 32, 32)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    with torch.no_grad():
-        y = ref.maxpool(ref.relu(ref.bn1(ref.conv1((x - mean) / std))))
-        y = torch.nn.functional.normalize(ref.layer3(ref.layer2(ref.layer1(y))), dim=1)
+    y = layer3_features(model.online_encoder.eval(), x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     assert torch.allclose(enc(x), y, atol=1e-5)
 
 
@@ -65,3 +71,43 @@ def test_export_refuses_overwrite_and_wrong_input(tmp_path):
     with pytest.raises(CheckpointError, match="training checkpoint"):
         build_encoder(str(ckpt))
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_cifar10_trained_encoder_is_evaluated_with_cifar10_statistics(tmp_path):
+    """The file records the training normalisation and loading applies it (it used to be
+    ImageNet whatever the training used)."""
+    ckpt = tmp_path / "checkpoint.pth"
+    model = fake_training_checkpoint(ckpt, args={"lr": 1e-3, "normalization": "cifar10"})
+    out = tmp_path / "enc.pth"
+    assert export_main([str(ckpt), str(out)]) == 0
+    norm = torch.load(out, weights_only=True)["normalization"]
+    assert norm == {"name": "cifar10", "mean": list(REFERENCE_CIFAR10_MEAN), "std": list(REFERENCE_CIFAR10_STD)}
+    enc = build_encoder(str(out))
+    assert enc.normalization.name == "cifar10"
+    x = torch.rand(1, 3, 32, 32)
+    ref = model.online_encoder.eval()
+    cifar = layer3_features(ref, x, REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD)
+    imagenet = layer3_features(ref, x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert torch.allclose(enc(x), cifar, atol=1e-5)
+    assert not torch.allclose(enc(x), imagenet, atol=1e-3)  # the statistics make a difference here
+
+
+def test_encoder_files_without_normalization_load_with_imagenet_statistics(tmp_path):
+    """Older hvc-encoder-v1 files (no 'normalization' entry) and plain state dicts (official
+    releases) were all trained with ImageNet statistics."""
+    ckpt = tmp_path / "checkpoint.pth"
+    fake_training_checkpoint(ckpt)
+    out = tmp_path / "enc.pth"
+    export_encoder(ckpt, out)
+    obj = torch.load(out, weights_only=True)
+    del obj["normalization"]
+    torch.save(obj, tmp_path / "old.pth")
+    torch.save(obj["state_dict"], tmp_path / "release.pth")
+    for name in ("old.pth", "release.pth"):
+        enc = build_encoder(str(tmp_path / name))
+        assert enc.normalization.name == "imagenet"
+        assert torch.allclose(enc.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    obj["normalization"] = {"name": "odd", "mean": [0.5, 0.5], "std": [0.2, 0.2, 0.2]}
+    torch.save(obj, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        build_encoder(str(tmp_path / "bad.pth"))

@@ -1,4 +1,4 @@
-"""The sparse hybrid loss equals the dense formula of ../shared/docs/HVC_METHOD.md section 3."""
+"""The sparse hybrid loss equals the dense formula (docs/method.md, "Loss")."""
 from __future__ import annotations
 
 import pytest

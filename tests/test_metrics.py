@@ -291,8 +291,8 @@ def test_cli_writes_official_csvs(synth, capsys):
     assert g["J-Recall"][0] == 1.0
     out = capsys.readouterr().out
     assert "J&F-Mean" in out and "alpha_1" in out
-    # second run: refuses without --overwrite, works with it
-    assert _cli(root, results) == 1
+    # second run: refuses without --overwrite (a usage error), works with it
+    assert _cli(root, results) == 2
     err = capsys.readouterr().err
     assert "global_results.csv" in err and "--overwrite" in err
     assert _cli(root, results, "--overwrite") == 0
@@ -358,7 +358,7 @@ def test_davis16_prediction_may_use_255(synth):
 def test_cli_benchmark_without_full_gt(tmp_path, capsys):
     with pytest.raises(ValueError, match="first frame only"):
         ev.evaluate_benchmark(tmp_path, "davis17dev", tmp_path)
-    assert ev.main(["m", "davis17dev", "--results-dir", str(tmp_path), "--data-root", str(tmp_path)]) == 1
+    assert ev.main(["m", "davis17dev", "--results-dir", str(tmp_path), "--data-root", str(tmp_path)]) == 2
     assert "cannot be scored" in capsys.readouterr().err
 
 

@@ -16,6 +16,7 @@ from skimage import data as skdata
 from conftest import REPO_ROOT, require_data
 from label_prop import run as R
 from label_prop.io import DAVIS_PALETTE, read_mask, write_palette_png
+from label_prop.pipeline import first_frame_labels, labels_to_ids
 
 
 def test_first_frame_labels_void_and_ids():
@@ -23,21 +24,21 @@ def test_first_frame_labels_void_and_ids():
     mask[2:8, 2:8] = 3
     mask[10:14, 10:14] = 1
     mask[0, :] = 255  # void
-    labels, ids = R.first_frame_labels(mask, (16, 16))
+    labels, ids = first_frame_labels(mask, (16, 16))
     assert ids.tolist() == [0, 1, 3]
     assert labels.shape == (3, 16, 16)
     assert torch.allclose(labels.sum(0), torch.ones(16, 16))
     assert labels[0, 0, 5] == 1  # void is background
-    assert R.labels_to_ids(labels, (16, 16), ids).tolist() == np.where(mask == 255, 0, mask).tolist()
+    assert labels_to_ids(labels, (16, 16), ids).tolist() == np.where(mask == 255, 0, mask).tolist()
     with pytest.raises(ValueError, match=r"object ids \[2\]"):
-        R.first_frame_labels(mask, (4, 4), object_ids=[2])
+        first_frame_labels(mask, (4, 4), object_ids=[2])
 
 
 def test_labels_to_ids_upsamples_to_frame_size():
     labels = torch.zeros(2, 3, 4)
     labels[0] = 1
     labels[:, 1:, 2:] = torch.tensor([0.0, 1.0]).view(2, 1, 1)
-    out = R.labels_to_ids(labels, (30, 37), np.array([0, 7], np.uint8))
+    out = labels_to_ids(labels, (30, 37), np.array([0, 7], np.uint8))
     assert out.shape == (30, 37) and out.dtype == np.uint8
     assert set(np.unique(out).tolist()) == {0, 7}
     assert out[-1, -1] == 7 and out[0, 0] == 0
@@ -102,7 +103,7 @@ def test_runner_never_overwrites_without_flag(tiny_davis, tmp_path, capsys):
     assert _run(args) == 0
     marker = res / "random" / "davis17dev" / "toy" / "00003.png"
     before = marker.read_bytes()
-    assert _run(args) == 1
+    assert _run(args) == 2  # a usage error: the command needs --overwrite
     err = capsys.readouterr().err
     assert "--overwrite" in err and "toy" in err
     assert marker.read_bytes() == before
@@ -112,7 +113,7 @@ def test_runner_never_overwrites_without_flag(tiny_davis, tmp_path, capsys):
                "--n-context", "1", "--save-overlays"]
     assert _run(ov_args) == 0
     (tmp_path / "other" / "random" / "davis17dev" / "toy").rename(tmp_path / "moved")
-    assert _run(ov_args) == 1
+    assert _run(ov_args) == 2
     assert "overlays" in capsys.readouterr().err
     assert _run(ov_args + ["--overwrite"]) == 0
 
@@ -122,7 +123,7 @@ def test_runner_clear_errors(tiny_davis, tmp_path, capsys):
     res = tmp_path / "results"
     assert _run(["nosuchmodel", "davis17dev", "--data-root", str(root), "--results-dir", str(res)]) == 1
     assert "nosuchmodel.pth" in capsys.readouterr().err
-    assert _run(["random", "davis17dev", "--data-root", str(root), "--sequences", "nope"]) == 1
+    assert _run(["random", "davis17dev", "--data-root", str(root), "--sequences", "nope"]) == 2  # usage
     assert "nope" in capsys.readouterr().err
     assert _run(["random", "davis17dev", "--data-root", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err

@@ -58,8 +58,8 @@ def test_segment_video_file_pngs_overlay_and_objects(real_video, tmp_path, capsy
     cap.release()
     rec = json.loads((out / "segment.json").read_text())
     assert rec["frames"] == N and rec["peak_rss_mib"] > 0
-    # existing output is not written into without --overwrite
-    assert S.main([str(video), "--mask", str(first), "--out", str(out), *common]) == 1
+    # existing output is not written into without --overwrite (a usage error)
+    assert S.main([str(video), "--mask", str(first), "--out", str(out), *common]) == 2
     assert "--overwrite" in capsys.readouterr().err
     # --objects chooses the ids; a frame folder works too
     folder = tmp_path / "frames"

@@ -6,20 +6,21 @@ import pytest
 import torch
 
 from conftest import require_data
-from label_prop.datasets import SPLITS, get_benchmark, list_sequences, parse_sequences, split_sequences
+from label_prop.config import PropagationConfig
+from label_prop.datasets import SPLITS, get_benchmark, parse_sequences, split_sequences
 from label_prop.features import random_resnet18, FrameEncoder, scaled_size
-from label_prop.run import segment_frames
+from label_prop.pipeline import segment_frames
 
 
 @pytest.mark.data
 def test_davis16_halves_are_disjoint_and_cover_val(data_root):
     require_data(data_root / "DAVIS2016", "DAVIS-2016 val")
-    every = list_sequences(get_benchmark("davis16"), data_root)
+    every = get_benchmark("davis16").sequences(data_root)
     dev, held = split_sequences("davis16", "dev"), split_sequences("davis16", "heldout")
     assert len(dev) == len(held) == 10
     assert not set(dev) & set(held)
     assert sorted(dev + held) == sorted(every)
-    assert list_sequences(get_benchmark("davis16"), data_root, dev) == dev  # benchmark order
+    assert get_benchmark("davis16").sequences(data_root, dev) == dev  # benchmark order
 
 
 def test_split_choice_errors():
@@ -50,8 +51,8 @@ def test_input_size_changes_the_grid_not_the_output_size(one_torch_thread):
     enc = FrameEncoder(random_resnet18(0))
     assert tuple(enc.encode_frame(frames[0], input_size=24).shape[1:]) == (3, 5)
     assert tuple(enc.encode_frame(frames[0]).shape[1:]) == (6, 10)
-    outs = list(segment_frames(frames, mask, enc, n_context=2, input_size=24))
+    outs = list(segment_frames(frames, mask, enc, PropagationConfig(n_context=2, input_size=24)))
     assert [o.shape for o in outs] == [(48, 80)] * 3
     assert np.array_equal(outs[0], mask)  # frame 0 is the full-resolution annotation
-    full = list(segment_frames(frames, mask, enc, n_context=2))
+    full = list(segment_frames(frames, mask, enc, PropagationConfig(n_context=2)))
     assert all(o.shape == (48, 80) for o in full)
