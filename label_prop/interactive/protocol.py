@@ -1,0 +1,122 @@
+"""The interactive protocol's loop for one sequence: robot scribbles in, session masks out,
+scores and seconds per interaction (DAVIS interactive protocol, Caelles et al.,
+arXiv:1803.00557; see :mod:`label_prop.interactive.robot` and
+:mod:`label_prop.interactive.scoring`).
+
+1. Interaction 1: the robot scribbles every object and the background on
+   :func:`~label_prop.interactive.robot.first_frame` (against an empty prediction).
+2. After each interaction all frames are scored; the next frame to scribble is the one with
+   the lowest J&F (``frame_choice="worst"``, the protocol's rule, which reads the ground truth)
+   or the session's :meth:`~label_prop.interactive.session.InteractiveSession.recommend`
+   (``"recommended"``, no ground truth), skipping frames on which the robot finds no error
+   large enough to scribble (then the next worst / next least reliable).
+3. When no frame has such an error the remaining interactions repeat the last result with
+   0 seconds (``annotated_frame = -1``), as the protocol scores missing interactions.
+
+The seconds of an interaction are the wall-clock time of the session's work: for interaction
+1 the session's creation (feature extraction of every frame) plus the annotation, afterwards
+the annotation (the strokes' segmentation and the propagation).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from label_prop.features import FrameEncoder
+from label_prop.interactive.robot import RobotConfig, first_frame, robot_scribbles
+from label_prop.interactive.scoring import frame_scores
+from label_prop.interactive.session import InteractiveConfig, InteractiveSession, encoder_device
+
+FRAME_CHOICES = ("worst", "recommended")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The loop's settings."""
+
+    #: Interactions per sequence (the protocol's maximum: 8).
+    interactions: int = 8
+    #: How the next frame is chosen: ``"worst"`` (lowest J&F, the protocol's) or ``"recommended"``.
+    frame_choice: str = "worst"
+    #: The scribble robot.
+    robot: RobotConfig = field(default_factory=RobotConfig)
+
+    def __post_init__(self):
+        if self.interactions < 1:
+            raise ValueError(f"interactions must be >= 1, got {self.interactions}")
+        if self.frame_choice not in FRAME_CHOICES:
+            raise ValueError(f"frame choice must be one of {', '.join(FRAME_CHOICES)}, got {self.frame_choice!r}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_sequence(frames: Sequence[np.ndarray], gt: np.ndarray, object_ids: Sequence[int], encoder: FrameEncoder,
+                 config: InteractiveConfig = InteractiveConfig(), protocol: ProtocolConfig = ProtocolConfig(), *,
+                 binary: bool = False, name: str = "") -> tuple[list[dict], np.ndarray]:
+    """Run the protocol on one sequence (see the module docstring).
+
+    Args:
+        frames: ``T`` frames ``[H, W, 3]`` uint8 RGB.
+        gt: ``[T, H, W]`` ground-truth ids (255 = void).
+        object_ids: the objects to segment and score.
+        encoder: the feature extractor (its device is the session's).
+        config: the session's settings.
+        protocol: the loop's settings.
+        binary: DAVIS-2016 single-object scoring.
+        name: the sequence name for the result rows.
+
+    Returns:
+        ``(rows, masks)``: one dict per interaction with the keys of
+        :data:`label_prop.interactive.scoring.COLUMNS`, and the final ``[T, H, W]`` uint8 masks.
+
+    Raises:
+        ValueError: sizes disagree, or the robot finds nothing to scribble on the first frame.
+    """
+    gt = np.asarray(gt)
+    if gt.ndim != 3 or len(gt) != len(frames) or gt.shape[1:] != np.asarray(frames[0]).shape[:2]:
+        raise ValueError(f"{name}: ground truth {gt.shape} does not match {len(frames)} frames of "
+                         f"size {np.asarray(frames[0]).shape[:2]}")
+    ids = [int(i) for i in object_ids]
+    labels = [0, *ids]
+    device = encoder_device(encoder)
+    t0 = time.perf_counter()
+    session = InteractiveSession(frames, encoder, ids, config)
+    _sync(device)
+    setup = time.perf_counter() - t0
+    frame = first_frame(gt, ids)
+    scribbles = robot_scribbles(None, gt[frame], labels, protocol.robot)
+    if not any(k != 0 for k in scribbles):
+        raise ValueError(f"{name}: the robot finds no object to scribble on frame {frame}")
+    rows: list[dict] = []
+    masks = session.masks()
+    for i in range(1, protocol.interactions + 1):
+        seconds = 0.0
+        if frame >= 0:
+            t0 = time.perf_counter()
+            masks = session.annotate(frame, scribbles)
+            _sync(device)
+            seconds = time.perf_counter() - t0 + (setup if i == 1 else 0.0)
+        j, f = frame_scores(masks, gt, ids, binary)
+        rows.append({"sequence": name, "interaction": i, "annotated_frame": frame, "J": float(j.mean()),
+                     "F": float(f.mean()), "J&F": float((j.mean() + f.mean()) / 2), "seconds": seconds,
+                     "objects": len(ids)})
+        if i == protocol.interactions or frame < 0:
+            continue
+        if protocol.frame_choice == "worst":
+            candidates = np.argsort(((j + f) / 2).mean(0), kind="stable").tolist()
+        else:
+            candidates = session.ranked_frames()
+        frame = -1
+        for c in candidates:
+            sc = robot_scribbles(masks[c], gt[c], labels, protocol.robot)
+            if sc:
+                frame, scribbles = int(c), sc
+                break
+    return rows, masks

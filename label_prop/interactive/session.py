@@ -1,0 +1,292 @@
+"""An interactive segmentation session over one video: scribbles or masks in, masks of every
+frame and a recommended frame out.
+
+The round-based interaction of GIS (Heo, Koh and Kim, "Guided Interactive Video Object
+Segmentation Using Reliability-Based Attention Maps", CVPR 2021) on our correspondence
+features and label-propagation engine, not on GIS's networks:
+
+1. the user annotates a frame (strokes per object and for the background, or a full mask);
+   strokes become a mask by seeded segmentation (:mod:`label_prop.interactive.seeded`), and an
+   annotated frame's mask is fixed from then on (until the user annotates that frame again);
+2. every frame between two annotated frames ``a < t < b`` is labelled from both: the engine
+   propagates forward from ``a`` (frames ``a+1 .. b-1``) and backward from ``b`` (frames
+   ``b-1 .. a+1``, in reverse order), and the two soft labels are fused by temporal distance,
+   ``y_t = (b - t) / (b - a) * y_fwd + (t - a) / (b - a) * y_bwd``; frames before the first
+   annotated frame take the backward propagation only, frames after the last the forward one;
+3. a new annotation at ``t`` changes only the frames between its neighbouring annotated frames,
+   and only those are recomputed (:attr:`InteractiveSession.changed_frames`);
+4. each propagated frame gets a reliability score from the propagation itself (see
+   :meth:`InteractiveSession.reliability`), and :meth:`InteractiveSession.recommend` returns the
+   least reliable frame as the one to annotate next.
+
+Everything that goes in and out is plain numpy arrays, ints and dicts, so that a browser front
+end can drive a session (frames in, scribbles in, masks and a recommended frame out).
+
+Memory: the frames (``T * H * W * 3`` bytes), their features, cached once (``C * h * w`` values
+per frame, float16 by default: 3.3 MB per 854x480 frame at full input size, ``C = 256`` on a
+60x107 grid; 0.83 MB at ``input_size=240``), the masks (``H * W`` bytes per frame) and the
+propagated soft labels (``K * h * w`` float32 per frame, 77 kB at 480p with ``K = 3``). One
+propagation at a time holds the engine's context buffer (see
+:class:`label_prop.engine.LabelPropagator`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from label_prop.features import FrameEncoder
+from label_prop.interactive.propagation import PropagationSettings, propagate_from
+from label_prop.interactive.scribbles import check_scribbles, merge_scribbles, rasterize
+from label_prop.interactive.seeded import SeedConfig, scribble_mask
+from label_prop.io import VOID_ID
+from label_prop.multiref import masks_on_grid
+from label_prop.run import labels_to_ids
+
+FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class InteractiveConfig:
+    """Settings of an interactive session, passed whole."""
+
+    #: The propagation protocol between annotated frames.
+    propagation: PropagationSettings = field(default_factory=PropagationSettings)
+    #: Short side in pixels the frames are scaled to before feature extraction (-1 = full
+    #: resolution, the protocol's); masks are always at the frames' size.
+    input_size: int = -1
+    #: How strokes become an annotated frame's mask.
+    seeds: SeedConfig = field(default_factory=SeedConfig)
+    #: Storage type of the cached features: ``"float16"`` (half the memory) or ``"float32"``.
+    feature_dtype: str = "float16"
+
+    def __post_init__(self):
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise ValueError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {self.feature_dtype!r}")
+        if self.input_size != -1 and self.input_size < 8:
+            raise ValueError(f"input_size must be -1 (full resolution) or >= 8 pixels, got {self.input_size}")
+
+
+def encoder_device(encoder: torch.nn.Module) -> torch.device:
+    """The device of the encoder's weights (CPU for an encoder without parameters)."""
+    for p in encoder.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class InteractiveSession:
+    """Interactive segmentation of one video (see the module docstring).
+
+    Args:
+        frames: ``[T, H, W, 3]`` uint8 RGB frames (an array or a sequence of ``[H, W, 3]`` arrays).
+        encoder: the feature extractor; features are computed once here, on its device.
+        object_ids: the object ids to segment (1..254); masks hold these and 0 (background).
+        config: the session's settings.
+
+    Raises:
+        ValueError: no frame, frames of different sizes or not uint8 RGB, or bad object ids.
+    """
+
+    def __init__(self, frames: np.ndarray | Sequence[np.ndarray], encoder: FrameEncoder,
+                 object_ids: Sequence[int] = (1,), config: InteractiveConfig = InteractiveConfig()):
+        frames = [np.asarray(f) for f in frames]
+        if not frames:
+            raise ValueError("a session needs at least one frame")
+        size = frames[0].shape[:2]
+        for t, f in enumerate(frames):
+            if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+                raise ValueError(f"frame {t} must be [H, W, 3] uint8 RGB, got {f.shape} {f.dtype}")
+            if f.shape[:2] != size:
+                raise ValueError(f"frame {t} has size {f.shape[:2]}, frame 0 {size}")
+        ids = [int(i) for i in object_ids]
+        if not ids or len(set(ids)) != len(ids) or any(not 0 < i < VOID_ID for i in ids):
+            raise ValueError(f"object ids must be distinct integers in 1..254, got {list(object_ids)}")
+        self.config = config
+        self.frames = frames
+        self.size = (int(size[0]), int(size[1]))
+        self.object_ids = ids
+        #: Labels: 0 (background) then the object ids; channel ``c`` of soft labels is ``labels[c]``.
+        self.labels = [0, *ids]
+        self._chan_ids = np.asarray(self.labels, dtype=np.uint8)
+        self.device = encoder_device(encoder)
+        dtype = FEATURE_DTYPES[config.feature_dtype]
+        with torch.no_grad():
+            self.features = [encoder.encode_frame(f, self.device, config.input_size).to(dtype) for f in frames]
+        self.grid = tuple(self.features[0].shape[1:])
+        T = len(frames)
+        self._masks = np.zeros((T, *self.size), dtype=np.uint8)
+        self._reliability = np.full(T, np.nan)
+        self._strokes: dict[int, dict[int, list[np.ndarray]]] = {}
+        self._annotated: dict[int, torch.Tensor] = {}  # frame -> [K, h, w] soft labels of its fixed mask
+        #: Frames whose masks the last :meth:`annotate` call recomputed (the annotated frame included).
+        self.changed_frames: list[int] = []
+
+    # ------------------------------------------------------------------ public
+    @property
+    def num_frames(self) -> int:
+        """Number of frames ``T``."""
+        return len(self.frames)
+
+    @property
+    def annotated_frames(self) -> list[int]:
+        """Indices of the annotated frames, ascending."""
+        return sorted(self._annotated)
+
+    @property
+    def feature_bytes_per_frame(self) -> int:
+        """Bytes of cached features per frame (``C * h * w * itemsize``)."""
+        f = self.features[0]
+        return f.numel() * f.element_size()
+
+    def masks(self) -> np.ndarray:
+        """``[T, H, W]`` uint8 ids of every frame (a copy; all 0 before the first annotation)."""
+        return self._masks.copy()
+
+    def strokes(self, frame: int) -> dict[int, list[np.ndarray]]:
+        """The strokes given so far on ``frame``, ``{label: [[N, 2] (x, y), ...]}`` (a copy)."""
+        return {k: list(v) for k, v in self._strokes.get(self._check_frame(frame), {}).items()}
+
+    def annotate(self, frame: int, scribbles: Mapping | None = None, *, mask: np.ndarray | None = None) -> np.ndarray:
+        """Annotate one frame and update the masks of the frames it can change.
+
+        Args:
+            frame: the frame index, ``0 <= frame < T``.
+            scribbles: ``{label: [stroke, ...]}`` with ``label`` 0 (background) or an object id
+                and each stroke ``[N, 2]`` ``(x, y)`` pixel coordinates (see
+                :mod:`label_prop.interactive.scribbles`; JSON-style string keys are accepted).
+                Strokes add to those given on this frame before. A frame with no mask yet (the
+                first annotation of the session) needs background strokes too.
+            mask: instead of scribbles, the frame's full mask ``[H, W]`` of ids (0, the object
+                ids; 255 = void is taken as background).
+
+        Returns:
+            ``[T, H, W]`` uint8 ids of every frame (as :meth:`masks`).
+
+        Raises:
+            ValueError: a bad frame index, both or neither of ``scribbles`` and ``mask``, bad
+                strokes (:func:`~label_prop.interactive.scribbles.check_scribbles`), no seed for
+                the background, or a mask of the wrong size or with unknown ids.
+        """
+        t = self._check_frame(frame)
+        if (scribbles is None) == (mask is None):
+            raise ValueError("give either scribbles or a mask")
+        if mask is not None:
+            ids = self._check_mask(mask)
+        else:
+            new = check_scribbles(scribbles, self.labels)
+            if not new:
+                raise ValueError(f"frame {t}: no stroke given")
+            strokes = merge_scribbles(self._strokes.get(t, {}), new)
+            drawn = rasterize(strokes, self.size, self.config.seeds.stroke_width)
+            prior = self._masks[t] if self._annotated else None
+            ids = scribble_mask(self.frames[t], drawn, self.labels, prior=prior, features=self.features[t],
+                                cfg=self.config.seeds)
+            self._strokes[t] = strokes
+        self._masks[t] = ids
+        self._reliability[t] = 1.0
+        self._annotated[t] = masks_on_grid(ids, {i: c for c, i in enumerate(self.labels) if c}, len(self.labels),
+                                           self.grid, with_background=True)
+        before = [a for a in self._annotated if a < t]
+        after = [b for b in self._annotated if b > t]
+        changed = [t]
+        changed += self._recompute(max(before) if before else None, t)
+        changed += self._recompute(t, min(after) if after else None)
+        self.changed_frames = sorted(changed)
+        return self.masks()
+
+    def reliability(self) -> np.ndarray:
+        """``[T]`` reliability scores in [0, 1]: 1 for annotated frames, NaN before the first annotation.
+
+        For a propagated frame: the mean confidence ``max_k y_k`` of its fused soft labels over
+        the grid cells where the frame or either propagation direction finds an object (dilated
+        by one cell; every cell when there is none), times, for frames between two annotated
+        frames, the agreement of the two directions (mean over objects of the IoU of their
+        argmax masks on the grid; 1 when an object is absent from both).
+        """
+        return self._reliability.copy()
+
+    def recommend(self) -> int | None:
+        """The frame to annotate next: the least reliable frame that is not annotated (ties: the
+        one farthest from an annotated frame, then the earliest); None when every frame is annotated.
+
+        Raises:
+            ValueError: nothing is annotated yet.
+        """
+        ranked = self.ranked_frames()
+        return ranked[0] if ranked else None
+
+    def ranked_frames(self) -> list[int]:
+        """The frames that are not annotated, least reliable first (the order of :meth:`recommend`).
+
+        Raises:
+            ValueError: nothing is annotated yet.
+        """
+        if not self._annotated:
+            raise ValueError("nothing is annotated yet: annotate a frame first")
+        ann = np.asarray(self.annotated_frames)
+        free = [t for t in range(self.num_frames) if t not in self._annotated]
+        return sorted(free, key=lambda t: (self._reliability[t], -int(np.abs(ann - t).min()), t))
+
+    # ----------------------------------------------------------------- helpers
+    def _check_frame(self, frame: int) -> int:
+        t = int(frame)
+        if t != frame or not 0 <= t < self.num_frames:
+            raise ValueError(f"frame {frame!r} is not an index in 0..{self.num_frames - 1}")
+        return t
+
+    def _check_mask(self, mask: np.ndarray) -> np.ndarray:
+        m = np.asarray(mask)
+        if m.shape != self.size:
+            raise ValueError(f"mask size {m.shape} differs from the frames' {self.size}")
+        m = np.where(m == VOID_ID, 0, m)
+        unknown = sorted(set(np.unique(m).tolist()) - set(self.labels))
+        if unknown:
+            raise ValueError(f"mask holds ids {unknown} that are not objects of the session {self.object_ids}")
+        return m.astype(np.uint8)
+
+    def _recompute(self, a: int | None, b: int | None) -> list[int]:
+        """Relabel the frames strictly between ``a`` and ``b`` (None = the video's start / end)."""
+        lo = 0 if a is None else a + 1
+        hi = self.num_frames if b is None else b
+        frames = list(range(lo, hi))
+        if not frames:
+            return []
+        cfg = self.config.propagation
+        fwd = bwd = None
+        if a is not None:
+            fwd = list(propagate_from(self.features[a], self._annotated[a], [self.features[t] for t in frames], cfg))
+        if b is not None:
+            bwd = list(propagate_from(self.features[b], self._annotated[b],
+                                      [self.features[t] for t in reversed(frames)], cfg))[::-1]
+        for i, t in enumerate(frames):
+            if fwd is not None and bwd is not None:
+                wb = (t - a) / (b - a)
+                y = (1.0 - wb) * fwd[i] + wb * bwd[i]
+            else:
+                y = fwd[i] if fwd is not None else bwd[i]
+            self._masks[t] = labels_to_ids(y, self.size, self._chan_ids)
+            self._reliability[t] = _reliability(y, fwd[i] if fwd is not None else None,
+                                                bwd[i] if bwd is not None else None)
+        return frames
+
+
+def _reliability(y: torch.Tensor, fwd: torch.Tensor | None, bwd: torch.Tensor | None) -> float:
+    """See :meth:`InteractiveSession.reliability`; ``y``, ``fwd``, ``bwd``: ``[K, h, w]`` soft labels."""
+    conf, arg = y.max(0)
+    fg = arg > 0
+    dirs = [d.argmax(0) for d in (fwd, bwd) if d is not None]
+    for d in dirs:
+        fg |= d > 0
+    fg = F.max_pool2d(fg[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    score = float(conf[fg].mean()) if fg.any() else float(conf.mean())
+    if len(dirs) == 2:
+        ious = []
+        for k in range(1, y.shape[0]):
+            a, b = dirs[0] == k, dirs[1] == k
+            union = int((a | b).sum())
+            ious.append(1.0 if union == 0 else int((a & b).sum()) / union)
+        score *= float(np.mean(ious))
+    return score
