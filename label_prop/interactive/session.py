@@ -15,7 +15,8 @@ features and label-propagation engine, not on GIS's networks:
    annotated frame take the backward propagation only, frames after the last the forward one;
 3. a new annotation at ``t`` changes only the frames between its neighbouring annotated frames,
    and only those are recomputed (:attr:`InteractiveSession.changed_frames`);
-4. each propagated frame gets a reliability score from the propagation itself (see
+4. each propagated frame gets a reliability score from the propagation itself, the confidence
+   of its fused soft labels around the objects (see
    :meth:`InteractiveSession.reliability`), and :meth:`InteractiveSession.recommend` returns the
    least reliable frame as the one to annotate next.
 
@@ -200,11 +201,11 @@ class InteractiveSession:
     def reliability(self) -> np.ndarray:
         """``[T]`` reliability scores in [0, 1]: 1 for annotated frames, NaN before the first annotation.
 
-        For a propagated frame: the mean confidence ``max_k y_k`` of its fused soft labels over
-        the grid cells where the frame or either propagation direction finds an object (dilated
-        by one cell; every cell when there is none), times, for frames between two annotated
-        frames, the agreement of the two directions (mean over objects of the IoU of their
-        argmax masks on the grid; 1 when an object is absent from both).
+        For a propagated frame: the mean confidence ``max_k y_k`` of its fused soft labels ``y``
+        over the grid cells where ``y`` or either propagation direction finds an object (dilated
+        by one cell; every cell when there is none). Where the two directions disagree and carry
+        similar weights the fused labels are uncertain; near an annotated frame its direction
+        dominates and the confidence is its own.
         """
         return self._reliability.copy()
 
@@ -281,12 +282,4 @@ def _reliability(y: torch.Tensor, fwd: torch.Tensor | None, bwd: torch.Tensor | 
     for d in dirs:
         fg |= d > 0
     fg = F.max_pool2d(fg[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-    score = float(conf[fg].mean()) if fg.any() else float(conf.mean())
-    if len(dirs) == 2:
-        ious = []
-        for k in range(1, y.shape[0]):
-            a, b = dirs[0] == k, dirs[1] == k
-            union = int((a | b).sum())
-            ious.append(1.0 if union == 0 else int((a & b).sum()) / union)
-        score *= float(np.mean(ious))
-    return score
+    return float(conf[fg].mean()) if fg.any() else float(conf.mean())
