@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,6 @@ def main() -> None:
     p.add_argument("--data-root", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
     bench = get_benchmark("davis16")
     names = list_sequences(bench, args.data_root, parse_sequences(bench, args.sequences,
                                                                   None if args.sequences else args.split))

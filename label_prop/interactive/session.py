@@ -158,8 +158,8 @@ class InteractiveSession:
             scribbles: ``{label: [stroke, ...]}`` with ``label`` 0 (background) or an object id
                 and each stroke ``[N, 2]`` ``(x, y)`` pixel coordinates (see
                 :mod:`label_prop.interactive.scribbles`; JSON-style string keys are accepted).
-                Strokes add to those given on this frame before. A frame with no mask yet (the
-                first annotation of the session) needs background strokes too.
+                Strokes add to those given on this frame since its last full mask. The first
+                annotation of the session needs background strokes too.
             mask: instead of scribbles, the frame's full mask ``[H, W]`` of ids (0, the object
                 ids; 255 = void is taken as background).
 
@@ -176,6 +176,7 @@ class InteractiveSession:
             raise ValueError("give either scribbles or a mask")
         if mask is not None:
             ids = self._check_mask(mask)
+            self._strokes.pop(t, None)  # a full mask replaces the frame's strokes
         else:
             new = check_scribbles(scribbles, self.labels)
             if not new:
