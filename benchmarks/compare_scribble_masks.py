@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from label_prop.datasets import annotation_path, frame_paths, get_benchmark, list_sequences, parse_sequences  # noqa: E402
+from label_prop.datasets import get_benchmark, parse_sequences  # noqa: E402
 from label_prop.features import build_encoder  # noqa: E402
 from label_prop.interactive.robot import robot_scribbles  # noqa: E402
 from label_prop.interactive.scribbles import rasterize  # noqa: E402
@@ -54,8 +54,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     bench = get_benchmark("davis16")
-    names = list_sequences(bench, args.data_root, parse_sequences(bench, args.sequences,
-                                                                  None if args.sequences else args.split))
+    names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences,
+                                                            None if args.sequences else args.split))
     encoder = None if args.no_knn else build_encoder(args.model)
     methods = [("random_walker", f"beta {b}, short side {s}",
                 SeedConfig(rw_beta=float(b), rw_short_side=int(s)))
@@ -65,12 +65,12 @@ def main() -> None:
     res: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     prior_iou = []
     for seq in names:
-        paths = frame_paths(bench, seq, args.data_root)
+        paths = bench.frames(seq, args.data_root)
         for t in (len(paths) // 3, 2 * len(paths) // 3):
             img = read_frame(paths[t])
-            gt = read_mask(annotation_path(bench, seq, paths[t].stem, args.data_root), binary=True)
-            prev = read_mask(annotation_path(bench, seq, paths[t - args.shift].stem, args.data_root), binary=True)
-            feat = None if encoder is None else encoder.encode_frame(img, "cpu", args.input_size)
+            gt = read_mask(bench.annotation(seq, paths[t].stem, args.data_root), binary=True)
+            prev = read_mask(bench.annotation(seq, paths[t - args.shift].stem, args.data_root), binary=True)
+            feat = None if encoder is None else encoder.encode_frame(img, args.input_size)
             prior_iou.append(region_similarity(prev == 1, gt == 1))
             for scen, prior in (("first", None), ("correct", prev)):
                 strokes = rasterize(robot_scribbles(prior, gt, [0, 1]), gt.shape)

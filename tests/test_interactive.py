@@ -14,7 +14,7 @@ from label_prop.datasets import get_benchmark
 from label_prop.features import build_encoder
 from label_prop.interactive import InteractiveConfig, InteractiveSession
 from label_prop.interactive import run as IR
-from label_prop.interactive.propagation import PropagationSettings
+from label_prop.config import PropagationConfig
 from label_prop.interactive.protocol import ProtocolConfig, run_sequence
 from label_prop.interactive.robot import error_regions, first_frame, robot_scribbles
 from label_prop.interactive.scoring import COLUMNS, summarize
@@ -26,7 +26,7 @@ from label_prop.metrics import region_similarity
 pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 #: Small settings for speed: features from frames scaled to a 96-pixel short side, 3 context frames.
-FAST = InteractiveConfig(input_size=96, propagation=PropagationSettings(n_context=3))
+FAST = InteractiveConfig(propagation=PropagationConfig(input_size=96, n_context=3))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_first_scribbles_give_a_mask_above_the_stated_bound(data_root, davis16, 
         mask = scribble_mask(frames[t], strokes, [0, 1])
         assert region_similarity(mask == 1, gt[t] == 1) >= 0.55, seq
         assert np.array_equal(mask[strokes >= 0], strokes[strokes >= 0])  # strokes keep their label
-        feat = encoder.encode_frame(frames[t], "cpu", 240)
+        feat = encoder.encode_frame(frames[t], 240)
         knn = scribble_mask(frames[t], strokes, [0, 1], features=feat, cfg=SeedConfig(method="feature_knn"))
         assert set(np.unique(knn).tolist()) <= {0, 1} and (knn == 1).any()
 
@@ -205,7 +205,7 @@ def test_cli_on_a_davis2017_layout_keeps_both_object_ids(davis17_pair, tmp_path,
     assert rec["complete"] and rec["interactions"] == 3 and "hardware" in rec
     printed = capsys.readouterr().out
     assert "AUC-J&F over interactions" in printed and "J&F@60s" in printed and "hardware:" in printed
-    assert IR.main(argv) == 1  # results exist, no --overwrite
+    assert IR.main(argv) == 2  # results exist, no --overwrite: a usage error
     assert "--overwrite" in capsys.readouterr().err
-    assert IR.main(["random", "davis17dev", "--data-root", str(root)]) == 1
+    assert IR.main(["random", "davis17dev", "--data-root", str(root)]) == 2
     assert "ground truth for every frame" in capsys.readouterr().err

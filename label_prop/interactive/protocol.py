@@ -26,10 +26,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from hvc.runtime import UsageError
 from label_prop.features import FrameEncoder
 from label_prop.interactive.robot import RobotConfig, first_frame, robot_scribbles
 from label_prop.interactive.scoring import frame_scores
-from label_prop.interactive.session import InteractiveConfig, InteractiveSession, encoder_device
+from label_prop.interactive.session import InteractiveConfig, InteractiveSession
 
 FRAME_CHOICES = ("worst", "recommended")
 
@@ -47,9 +48,9 @@ class ProtocolConfig:
 
     def __post_init__(self):
         if self.interactions < 1:
-            raise ValueError(f"interactions must be >= 1, got {self.interactions}")
+            raise UsageError(f"interactions must be >= 1, got {self.interactions}")
         if self.frame_choice not in FRAME_CHOICES:
-            raise ValueError(f"frame choice must be one of {', '.join(FRAME_CHOICES)}, got {self.frame_choice!r}")
+            raise UsageError(f"frame choice must be one of {', '.join(FRAME_CHOICES)}, got {self.frame_choice!r}")
 
 
 def _sync(device: torch.device) -> None:
@@ -85,7 +86,7 @@ def run_sequence(frames: Sequence[np.ndarray], gt: np.ndarray, object_ids: Seque
                          f"size {np.asarray(frames[0]).shape[:2]}")
     ids = [int(i) for i in object_ids]
     labels = [0, *ids]
-    device = encoder_device(encoder)
+    device = encoder.device
     t0 = time.perf_counter()
     session = InteractiveSession(frames, encoder, ids, config)
     _sync(device)

@@ -34,6 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spanning_tree
 from skimage.morphology import disk, skeletonize
 
+from hvc.runtime import UsageError
 from label_prop.io import VOID_ID
 
 
@@ -53,11 +54,11 @@ class RobotConfig:
 
     def __post_init__(self):
         if not 0 <= self.kernel_fraction < 1:
-            raise ValueError(f"kernel_fraction must be in [0, 1), got {self.kernel_fraction}")
+            raise UsageError(f"kernel_fraction must be in [0, 1), got {self.kernel_fraction}")
         if not 0 < self.shrink < 1:
-            raise ValueError(f"shrink must be in (0, 1), got {self.shrink}")
+            raise UsageError(f"shrink must be in (0, 1), got {self.shrink}")
         if self.min_nodes < 1:
-            raise ValueError(f"min_nodes must be >= 1, got {self.min_nodes}")
+            raise UsageError(f"min_nodes must be >= 1, got {self.min_nodes}")
 
 
 def error_regions(pred: np.ndarray | None, gt: np.ndarray, labels: Sequence[int]) -> dict[int, np.ndarray]:

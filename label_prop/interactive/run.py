@@ -3,10 +3,10 @@
 Usage::
 
     python -m label_prop.interactive.run MODEL BENCHMARK [--sequences a,b | --split dev|heldout]
-        [--interactions 8] [--frame-choice worst|recommended] [--input-size -1] [--n-context 50]
-        [--topk 15] [--temperature 0.1] [--radius 12] [--seed-method random_walker|feature_knn]
-        [--max-frames N] [--data-root PATH] [--results-dir results] [--checkpoints-dir checkpoints]
-        [--moco FILE] [--device auto|cpu|cuda] [--seed 0] [--threads N] [--overwrite]
+        [--interactions 8] [--frame-choice worst|recommended] [--seed-method random_walker|feature_knn]
+        [--feature-dtype float16|float32] [--max-frames N] [--data-root PATH] [--results-dir results]
+        [--overwrite] [--topk 15] [--temperature 0.1] [--radius 12] [--n-context 50] [--input-size -1]
+        [--checkpoints-dir checkpoints] [--moco FILE] [--seed 0] [--device auto|cpu|cuda] [--threads N]
 
 BENCHMARK is ``davis16`` or ``davis17`` (the DAVIS layout with ground truth for every frame; the
 protocol needs it). Every sequence goes through :func:`label_prop.interactive.protocol.run_sequence`.
@@ -20,7 +20,9 @@ Written into ``<results-dir>/MODEL/interactive/BENCHMARK/FRAME_CHOICE/``:
   sequence written to a hidden folder and renamed when complete.
 
 Printed: J, F, J&F and seconds per interaction (means over sequences), AUC-J&F over interactions
-and over time, J&F@60s, and the hardware the seconds were measured on.
+and over time, J&F@60s, and the hardware the seconds were measured on. This module parses the
+command line and writes files; the work is :mod:`label_prop.interactive`'s. Exit status: 0, 1
+(bad data) or 2 (usage error), :mod:`hvc.runtime`.
 """
 from __future__ import annotations
 
@@ -38,33 +40,36 @@ import numpy as np
 import pandas as pd
 import torch
 
-from label_prop.datasets import annotation_path, data_root, frame_paths, get_benchmark, list_sequences, parse_sequences
-from label_prop.features import build_encoder
-from label_prop.interactive.propagation import PropagationSettings
+from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli
+from label_prop.config import PropagationConfig
+from label_prop.datasets import get_benchmark, parse_sequences
+from label_prop.features import add_encoder_arguments, build_encoder
 from label_prop.interactive.protocol import FRAME_CHOICES, ProtocolConfig, run_sequence
 from label_prop.interactive.scoring import COLUMNS, hardware, summarize
 from label_prop.interactive.seeded import METHODS, SeedConfig
 from label_prop.interactive.session import FEATURE_DTYPES, InteractiveConfig
-from label_prop.io import VOID_ID, atomic_write, read_frame, read_mask, write_palette_png
-from label_prop.run import call_cli, pick_device
+from label_prop.io import VOID_ID, read_frame, read_mask, write_palette_png
+from label_prop.plans import Benchmark, data_root
 
+PROG = "bash scripts/run_interactive.sh"
 RESULTS_CSV = "interactive_results.csv"
 SUMMARY_JSON = "interactive_summary.json"
 
 
-def load_sequence(bench, seq: str, root, max_frames: int | None = None) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+def load_sequence(bench: Benchmark, seq: str, root=None, max_frames: int | None = None
+                  ) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
     """Frames, ground truth ``[T, H, W]`` and object ids of one sequence (DAVIS-2016: ``[1]``;
     DAVIS-2017: ``1 .. N``, N the largest id in any frame, void excluded).
 
     Raises:
         FileNotFoundError, ValueError: missing files, sizes that differ, or no object (names the file).
     """
-    paths = frame_paths(bench, seq, root)[:max_frames]
+    paths = bench.frames(seq, root)[:max_frames]
     frames = [read_frame(p) for p in paths]
     gts = []
     for p, f in zip(paths, frames):
-        ap = annotation_path(bench, seq, p.stem, root)
-        m = read_mask(ap, binary=bench.binary)
+        ap = bench.annotation(seq, p.stem, root)
+        m = read_mask(ap, binary=bool(bench.binary))
         if m.shape != f.shape[:2]:
             raise ValueError(f"{ap}: size {m.shape} differs from the frame {p} {f.shape[:2]}")
         gts.append(m)
@@ -75,71 +80,10 @@ def load_sequence(bench, seq: str, root, max_frames: int | None = None) -> tuple
     return frames, gt, ids
 
 
-def run_interactive(args: argparse.Namespace) -> dict:
-    """Run the command (see the module docstring); returns the summary record.
-
-    Raises:
-        ValueError, FileNotFoundError, FileExistsError, CheckpointError: bad benchmark, data,
-        model or settings, or results that exist without ``--overwrite``.
-    """
-    bench = get_benchmark(args.benchmark)
-    if not bench.full_gt or bench.layout != "davis":
-        raise ValueError(f"benchmark {bench.name}: interactive scoring needs ground truth for every frame "
-                         f"(davis16 or davis17)")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    names = list_sequences(bench, args.data_root, parse_sequences(bench, args.sequences, args.split))
-    out = Path(args.results_dir) / args.model / "interactive" / bench.name / args.frame_choice
-    csv_path, json_path = out / RESULTS_CSV, out / SUMMARY_JSON
-    if csv_path.exists() and not args.overwrite:
-        raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it")
-    config = InteractiveConfig(
-        propagation=PropagationSettings(topk=args.topk, temperature=args.temperature, radius=args.radius,
-                                        n_context=args.n_context),
-        input_size=args.input_size, seeds=SeedConfig(method=args.seed_method), feature_dtype=args.feature_dtype)
-    protocol = ProtocolConfig(interactions=args.interactions, frame_choice=args.frame_choice)
-    device = pick_device(args.device)
-    encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "command": shlex.join([sys.executable, "-m", "label_prop.interactive.run", *sys.argv[1:]]),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "data_root": str(data_root(args.data_root).resolve()),
-        "hardware": hardware(device), "device": str(device), "torch": torch.__version__,
-        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-    }
-    rows: list[dict] = []
-    for seq in names:
-        frames, gt, ids = load_sequence(bench, seq, args.data_root, args.max_frames)
-        seq_rows, masks = run_sequence(frames, gt, ids, encoder, config, protocol, binary=bench.binary, name=seq)
-        rows += seq_rows
-        tmp_dir = out / f".{seq}.partial"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir(parents=True)
-        for p, m in zip(frame_paths(bench, seq, args.data_root), masks):
-            write_palette_png(tmp_dir / f"{p.stem}.png", m)
-        final = out / seq
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp_dir, final)
-        df = pd.DataFrame(rows, columns=COLUMNS)
-        atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False))
-        print(f"{seq}: J&F per interaction " + " ".join(f"{r['J&F']:.3f}" for r in seq_rows)
-              + f"; {np.mean([r['seconds'] for r in seq_rows]):.1f} s per interaction", file=sys.stderr)
-    summary = summarize(pd.DataFrame(rows, columns=COLUMNS))
-    record.update({k: v for k, v in summary.items() if k != "per_interaction"})
-    record["per_interaction"] = summary["per_interaction"].to_dict(orient="records")
-    record["complete"] = True
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    record["csv"], record["json"] = str(csv_path), str(json_path)
-    return record
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bash scripts/run_interactive.sh",
-                                description="Interactive segmentation scored with a local robot after the DAVIS "
-                                            "interactive protocol (J&F per interaction, AUC-J&F, J&F@60s).")
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(prog=PROG, description="Interactive segmentation scored with a local robot after the "
+                                "DAVIS interactive protocol (J&F per interaction, AUC-J&F, J&F@60s).")
     p.add_argument("model", metavar="MODEL", help="'random', a name (checkpoints/MODEL.pth) or a .pth path")
     p.add_argument("benchmark", metavar="BENCHMARK", help="davis16 or davis17 (ground truth for every frame)")
     p.add_argument("--sequences", default=None, help="comma-separated sequences (default: all)")
@@ -148,13 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-choice", choices=FRAME_CHOICES, default="worst",
                    help="next frame: worst J&F (the protocol's robot, reads ground truth) or the session's "
                         "recommended frame (default worst)")
-    p.add_argument("--input-size", type=int, default=-1,
-                   help="short side in pixels the frames are scaled to before feature extraction (-1 = full "
-                        "resolution); masks and metrics are at full size")
-    p.add_argument("--n-context", type=int, default=50, help="short-term context frames (default 50)")
-    p.add_argument("--topk", type=int, default=15, help="candidates per query (default 15)")
-    p.add_argument("--temperature", type=float, default=0.1, help="softmax temperature (default 0.1)")
-    p.add_argument("--radius", type=float, default=12, help="short-term radius in grid cells (default 12)")
     p.add_argument("--seed-method", choices=METHODS, default="random_walker",
                    help="strokes to a mask: random walker on the image or kNN over the frame's features")
     p.add_argument("--feature-dtype", choices=tuple(FEATURE_DTYPES), default="float16",
@@ -162,17 +99,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
-    p.add_argument("--checkpoints-dir", default="checkpoints", type=Path, help="where MODEL.pth is looked up")
-    p.add_argument("--moco", default=None, help="optional MoCo-v1 ResNet-50 file merged with the encoder")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    PropagationConfig.add_arguments(p)
+    add_encoder_arguments(p)
     return p
 
 
+def _write_masks(out: Path, seq: str, paths: list[Path], masks: np.ndarray) -> None:
+    """The final masks as palette PNGs in ``out/.<seq>.partial``, renamed ``out/<seq>`` when complete."""
+    tmp_dir = out / f".{seq}.partial"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    for p, m in zip(paths, masks):
+        write_palette_png(tmp_dir / f"{p.stem}.png", m)
+    final = out / seq
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp_dir, final)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run every requested sequence, write the CSV, masks and summary, print the figures."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = get_benchmark(args.benchmark)
+    if not bench.full_gt or bench.binary is None:
+        raise UsageError(f"benchmark {bench.name}: interactive scoring needs ground truth for every frame "
+                         f"(davis16 or davis17)")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
+    out = args.results_dir / args.model / "interactive" / bench.name / args.frame_choice
+    csv_path, json_path = out / RESULTS_CSV, out / SUMMARY_JSON
+    if csv_path.exists() and not args.overwrite:
+        raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it")
+    config = InteractiveConfig(propagation=PropagationConfig.from_mapping(vars(args)),
+                               seeds=SeedConfig(method=args.seed_method), feature_dtype=args.feature_dtype)
+    protocol = ProtocolConfig(interactions=args.interactions, frame_choice=args.frame_choice)
+    device = resolve_device(args.device)
+    encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
+                            device=device)
+    record = {"command": shlex.join([sys.executable, "-m", "label_prop.interactive.run", *sys.argv[1:]]),
+              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
+              "hardware": hardware(device), "device": str(device), "torch": torch.__version__,
+              "normalization": encoder.normalization.name,
+              "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    rows: list[dict] = []
+    for seq in names:
+        frames, gt, ids = load_sequence(bench, seq, args.data_root, args.max_frames)
+        seq_rows, masks = run_sequence(frames, gt, ids, encoder, config, protocol, binary=bool(bench.binary), name=seq)
+        rows += seq_rows
+        _write_masks(out, seq, bench.frames(seq, args.data_root), masks)
+        df = pd.DataFrame(rows, columns=COLUMNS)
+        atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False))
+        print(f"{seq}: J&F per interaction " + " ".join(f"{r['J&F']:.3f}" for r in seq_rows)
+              + f"; {np.mean([r['seconds'] for r in seq_rows]):.1f} s per interaction", file=sys.stderr)
+    summary = summarize(pd.DataFrame(rows, columns=COLUMNS))
+    record.update({k: v for k, v in summary.items() if k != "per_interaction"}, complete=True,
+                  per_interaction=summary["per_interaction"].to_dict(orient="records"))
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    print(f"{record['sequences']} sequences, {record['interactions']} interactions, frame choice {args.frame_choice}, "
+          f"input size {config.propagation.input_size}, n_context {config.propagation.n_context}")
+    print(format_summary(record))
+    print(f"wrote {csv_path} and {json_path}")
+    return 0
+
+
 def format_summary(rec: dict) -> str:
-    """The printed table and figures of a summary record."""
+    """The printed table and figures of a summary record (:func:`label_prop.interactive.scoring.summarize`)."""
     lines = [f"{'interaction':>11} {'J':>6} {'F':>6} {'J&F':>6} {'seconds':>8}"]
     for r in rec["per_interaction"]:
         lines.append(f"{int(r['interaction']):>11} {r['J']:>6.3f} {r['F']:>6.3f} {r['J&F']:>6.3f} {r['seconds']:>8.1f}")
@@ -186,14 +181,7 @@ def format_summary(rec: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    rec = call_cli(run_interactive, args)
-    if rec is None:
-        return 1
-    print(f"{rec['sequences']} sequences, {rec['interactions']} interactions, frame choice {args.frame_choice}, "
-          f"input size {args.input_size}, n_context {args.n_context}")
-    print(format_summary(rec))
-    print(f"wrote {rec['csv']} and {rec['json']}")
-    return 0
+    return run_cli(PROG, lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from skimage.morphology import disk
 from skimage.segmentation import random_walker
 
+from hvc.runtime import UsageError
 from label_prop.features import scaled_size
 from label_prop.interactive.scribbles import UNLABELED
 
@@ -65,11 +66,11 @@ class SeedConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown seeded segmentation method {self.method!r}; known: {', '.join(METHODS)}")
+            raise UsageError(f"unknown seeded segmentation method {self.method!r}; known: {', '.join(METHODS)}")
         if self.stroke_width < 1 or self.knn_topk < 1 or not self.knn_temperature > 0 or self.prior_erosion < 0:
-            raise ValueError("stroke_width and knn_topk must be >= 1, knn_temperature > 0, prior_erosion >= 0")
+            raise UsageError("stroke_width and knn_topk must be >= 1, knn_temperature > 0, prior_erosion >= 0")
         if self.rw_short_side != -1 and self.rw_short_side < 16:
-            raise ValueError(f"rw_short_side must be -1 or >= 16 pixels, got {self.rw_short_side}")
+            raise UsageError(f"rw_short_side must be -1 or >= 16 pixels, got {self.rw_short_side}")
 
 
 def prior_seeds(prior: np.ndarray, strokes: np.ndarray, labels: Sequence[int], cfg: SeedConfig = SeedConfig()) -> np.ndarray:

@@ -25,7 +25,7 @@ end can drive a session (frames in, scribbles in, masks and a recommended frame 
 
 Memory: the frames (``T * H * W * 3`` bytes), their features, cached once (``C * h * w`` values
 per frame, float16 by default: 3.3 MB per 854x480 frame at full input size, ``C = 256`` on a
-60x107 grid; 0.83 MB at ``input_size=240``), the masks (``H * W`` bytes per frame) and the
+60x107 grid; 0.83 MB at ``propagation.input_size=240``), the masks (``H * W`` bytes per frame) and the
 propagated soft labels (``K * h * w`` float32 per frame, 77 kB at 480p with ``K = 3``). One
 propagation at a time holds the engine's context buffer (see
 :class:`label_prop.engine.LabelPropagator`).
@@ -39,13 +39,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hvc.runtime import UsageError
+from label_prop.config import PropagationConfig
 from label_prop.features import FrameEncoder
-from label_prop.interactive.propagation import PropagationSettings, propagate_from
+from label_prop.interactive.propagation import propagate_from
 from label_prop.interactive.scribbles import check_scribbles, merge_scribbles, rasterize
 from label_prop.interactive.seeded import SeedConfig, scribble_mask
 from label_prop.io import VOID_ID
 from label_prop.multiref import masks_on_grid
-from label_prop.run import labels_to_ids
+from label_prop.pipeline import labels_to_ids
 
 FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -54,11 +56,10 @@ FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 class InteractiveConfig:
     """Settings of an interactive session, passed whole."""
 
-    #: The propagation protocol between annotated frames.
-    propagation: PropagationSettings = field(default_factory=PropagationSettings)
-    #: Short side in pixels the frames are scaled to before feature extraction (-1 = full
-    #: resolution, the protocol's); masks are always at the frames' size.
-    input_size: int = -1
+    #: The propagation protocol between annotated frames, and the input size of feature
+    #: extraction (``propagation.input_size``: short side in pixels, -1 = full resolution; masks
+    #: are always at the frames' size). Its ``max_objects`` is not used: the objects are given.
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
     #: How strokes become an annotated frame's mask.
     seeds: SeedConfig = field(default_factory=SeedConfig)
     #: Storage type of the cached features: ``"float16"`` (half the memory) or ``"float32"``.
@@ -66,16 +67,7 @@ class InteractiveConfig:
 
     def __post_init__(self):
         if self.feature_dtype not in FEATURE_DTYPES:
-            raise ValueError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {self.feature_dtype!r}")
-        if self.input_size != -1 and self.input_size < 8:
-            raise ValueError(f"input_size must be -1 (full resolution) or >= 8 pixels, got {self.input_size}")
-
-
-def encoder_device(encoder: torch.nn.Module) -> torch.device:
-    """The device of the encoder's weights (CPU for an encoder without parameters)."""
-    for p in encoder.parameters():
-        return p.device
-    return torch.device("cpu")
+            raise UsageError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {self.feature_dtype!r}")
 
 
 class InteractiveSession:
@@ -83,7 +75,8 @@ class InteractiveSession:
 
     Args:
         frames: ``[T, H, W, 3]`` uint8 RGB frames (an array or a sequence of ``[H, W, 3]`` arrays).
-        encoder: the feature extractor; features are computed once here, on its device.
+        encoder: the feature extractor; features are computed once here, on its device (where
+            the propagation runs too).
         object_ids: the object ids to segment (1..254); masks hold these and 0 (background).
         config: the session's settings.
 
@@ -112,10 +105,10 @@ class InteractiveSession:
         #: Labels: 0 (background) then the object ids; channel ``c`` of soft labels is ``labels[c]``.
         self.labels = [0, *ids]
         self._chan_ids = np.asarray(self.labels, dtype=np.uint8)
-        self.device = encoder_device(encoder)
+        self.device = encoder.device
         dtype = FEATURE_DTYPES[config.feature_dtype]
         with torch.no_grad():
-            self.features = [encoder.encode_frame(f, self.device, config.input_size).to(dtype) for f in frames]
+            self.features = [encoder.encode_frame(f, config.propagation.input_size).to(dtype) for f in frames]
         self.grid = tuple(self.features[0].shape[1:])
         T = len(frames)
         self._masks = np.zeros((T, *self.size), dtype=np.uint8)
