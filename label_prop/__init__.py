@@ -8,6 +8,8 @@
 * :mod:`label_prop.features` -- encoders (``random``, our exported checkpoints, HVC releases);
 * :mod:`label_prop.datasets` -- the benchmarks (:mod:`label_prop.davis`, :mod:`label_prop.ytvos`,
   :mod:`label_prop.filelists`) and their sequence plans (:mod:`label_prop.plans`);
+* :mod:`label_prop.interactive` -- interactive segmentation: scribbles on any frame, propagation
+  both ways, a recommended next frame, a local DAVIS-interactive robot and scorer;
 * command lines: :mod:`label_prop.run` (``scripts/run_test.sh``), :mod:`label_prop.segment` (your
   own video), :mod:`label_prop.demo`, :mod:`label_prop.evaluate` (``scripts/run_metrics.sh``, with
   :mod:`label_prop.metrics`), :mod:`label_prop.submission`, :mod:`label_prop.filelists`.
