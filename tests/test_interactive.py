@@ -114,6 +114,9 @@ def test_annotated_frame_keeps_its_mask_and_only_neighbours_are_recomputed(data_
     assert s.changed_frames == list(range(1, 9))  # between the neighbouring annotations 0 and 9
     assert np.array_equal(after[0], first) and np.array_equal(after[9], gt[9])
     assert s.annotated_frames == [0, 5, 9] and s.recommend() not in (0, 5, 9)
+    state = json.loads(json.dumps(s.state()))  # plain JSON for a front end
+    assert state["annotated_frames"] == [0, 5, 9] and state["recommended"] == s.recommend()
+    assert state["size"] == list(gt[0].shape) and len(state["reliability"]) == 10
     s.annotate(5, robot_scribbles(after[5], gt[5], [0, 1]) or {1: [[[5, 5]]]})  # more strokes on frame 5
     assert np.array_equal(s.masks()[0], first) and np.array_equal(s.masks()[9], gt[9])
     with pytest.raises(ValueError, match="either scribbles or a mask"):

@@ -139,6 +139,15 @@ class InteractiveSession:
         """``[T, H, W]`` uint8 ids of every frame (a copy; all 0 before the first annotation)."""
         return self._masks.copy()
 
+    def state(self) -> dict:
+        """The session's state as plain JSON-ready values (for a front end; masks via :meth:`masks`):
+        ``{"num_frames", "size": [H, W], "object_ids", "annotated_frames", "changed_frames",
+        "reliability": [T] (None before the first annotation), "recommended": int or None}``."""
+        rel = [None if np.isnan(r) else float(r) for r in self._reliability]
+        return {"num_frames": self.num_frames, "size": list(self.size), "object_ids": list(self.object_ids),
+                "annotated_frames": self.annotated_frames, "changed_frames": list(self.changed_frames),
+                "reliability": rel, "recommended": self.recommend() if self._annotated else None}
+
     def strokes(self, frame: int) -> dict[int, list[np.ndarray]]:
         """The strokes given so far on ``frame``, ``{label: [[N, 2] (x, y), ...]}`` (a copy)."""
         return {k: list(v) for k, v in self._strokes.get(self._check_frame(frame), {}).items()}
