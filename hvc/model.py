@@ -99,6 +99,8 @@ class HVCModel(nn.Module):
         proj_dim, proj_hidden, pred_hidden: 256 / 256 / 256 (section 3 table).
         loss_impl: ``"sparse"`` (:func:`hvc.loss.hybrid_loss`) or ``"dense"`` (the reference's
             formulation, for benchmarks).
+        spatial_weight, temporal_weight: weights of the static (spatial) and dynamic (temporal)
+            terms of the hybrid loss; 1 and 1 in the paper (other values are for ablations).
         zero_init_residual: start every BasicBlock's last BN gamma at 0 (section 2).
 
     Raises:
@@ -107,7 +109,7 @@ class HVCModel(nn.Module):
 
     def __init__(self, total_steps: int, pos_radius: float = DEFAULT_POS_RADIUS, ema_base: float = DEFAULT_EMA_BASE,
                  proj_dim: int = 256, proj_hidden: int = 256, pred_hidden: int = 256, loss_impl: str = "sparse",
-                 zero_init_residual: bool = True):
+                 zero_init_residual: bool = True, spatial_weight: float = 1.0, temporal_weight: float = 1.0):
         super().__init__()
         if loss_impl not in ("sparse", "dense"):
             raise ValueError(f"loss_impl must be 'sparse' or 'dense', got {loss_impl!r}")
@@ -117,6 +119,8 @@ class HVCModel(nn.Module):
         self.pos_radius = float(pos_radius)
         self.ema_base = float(ema_base)
         self.loss_impl = loss_impl
+        self.spatial_weight = float(spatial_weight)
+        self.temporal_weight = float(temporal_weight)
         self.online_encoder = ResNetStride8("layer4", zero_init_residual=zero_init_residual)
         feat_dim = self.online_encoder.out_channels  # 512, known without a forward pass (bug 5)
         self.online_space_projector = ProjBlock(feat_dim, proj_hidden, proj_dim)
@@ -169,7 +173,8 @@ class HVCModel(nn.Module):
         flow_f = normalized(self.flow(q, k))
         flow_b = normalized(self.flow(k, q))
         fn = hybrid_loss if self.loss_impl == "sparse" else dense_hybrid_loss
-        return fn(q, k, flow_f, flow_b, coord_q, coord_k, self.pos_radius, return_stats=True)
+        return fn(q, k, flow_f, flow_b, coord_q, coord_k, self.pos_radius, return_stats=True,
+                  spatial_weight=self.spatial_weight, temporal_weight=self.temporal_weight)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, coord1: torch.Tensor,
                 coord2: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -181,7 +186,8 @@ class HVCModel(nn.Module):
             coord1, coord2: boxes ``[N, 4]`` or ``[B, T, 4]`` (see :mod:`hvc.data.crops`).
 
         Returns:
-            dict: ``loss`` (scalar with grad, range [-8, 8], minimised), and detached scalars
+            dict: ``loss`` (float32 scalar with grad, also under autocast; range [-8, 8] for unit
+            term weights, minimised), and detached scalars
             ``spatial``/``temporal`` (mean over both directions of mean_N S / mean_N T),
             ``num_pos`` (mean positives per sample), ``no_pos_frac``.
 
