@@ -862,15 +862,14 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Dict[s
               f"{f' ({args.batch_size // ctx.world_size} per rank)' if ctx.distributed else ''}, crop {args.img_size} px, "
               f"workers {workers}, threads {torch.get_num_threads()}, frame cache {cache_mode}"
               f"{f', preset {args.preset}' if args.preset else ''}")
-    if device.type == "cpu" and stop_at > step:
-        est = cpu_estimate_hours((stop_at - step) * args.batch_size * frames_per_item // ctx.world_size,
-                                 args.img_size, torch.get_num_threads())
+    if device.type == "cpu" and total_steps > step:
+        frames_left = (total_steps - step) * args.batch_size * frames_per_item
+        est = cpu_estimate_hours(frames_left // ctx.world_size, args.img_size, torch.get_num_threads())
         if est >= CPU_WARN_HOURS:
-            _say(ctx, f"hvc.train: warning: on CPU this run needs about {est:.0f} h (stated estimate: "
-                      f"{CPU_SECONDS_PER_FRAME_128} s per 128-px frame and thread, x (crop / 128)^2, for "
-                      f"{(stop_at - step) * args.batch_size * frames_per_item} frames; the paper's setting is "
-                      f"meant for GPUs). For about one hour on a 2-core CPU use --preset cpu-1h; the measured "
-                      f"ETA follows after the first steps")
+            _say(ctx, f"hvc.train: warning: on CPU the {total_steps - step} steps left of this schedule need about "
+                      f"{est:.0f} h (stated estimate: {CPU_SECONDS_PER_FRAME_128} s per 128-px frame and thread, "
+                      f"x (crop / 128)^2, {frames_left} frames; the paper's setting is meant for GPUs). For about "
+                      f"one hour on a 2-core CPU use --preset cpu-1h; a measured ETA follows the first steps")
 
     run_info = {"command": [sys.executable, "-m", "hvc.train", *sys.argv[1:]], "args": plain(vars(args)),
                 "preset": args.preset, "device": str(device), "precision": precision.name,
