@@ -4,7 +4,7 @@ channels_last (and, with ``--compare loss-impl``, our sparse loss against the de
 Usage::
 
     python benchmarks/bench_train.py [--sizes 64 128 256] [--batch-size 8 [8 4]] [--steps 3]
-        [--warmup 1] [--configs fp32-nchw fp32 bf16] [--device auto|cpu|cuda] [--threads 1]
+        [--warmup 1] [--configs main fp32 fp32-cl bf16-cl] [--device auto|cpu|cuda] [--threads 1]
         [--data DIR] [--profile]
     python benchmarks/bench_train.py --compare loss-impl [--batch-size 8] [--sizes 128] [--loss-only]
 
@@ -13,12 +13,13 @@ target forward passes, the symmetric loss L(1,2) + L(2,1), backward, Adam step; 
 not included) for each configuration, on identical models (same seed) and identical inputs
 (random crops, random overlapping boxes drawn like the training crops):
 
-* ``fp32-nchw``: float32, NCHW tensors, the per-tensor Adam loop -- the trainer's step before
-  channels_last and the fused Adam;
-* ``fp32``: float32, channels_last, fused Adam (the trainer's default on CPU);
-* ``bf16``: bfloat16 autocast, channels_last, fused Adam (``--amp-dtype bfloat16``);
-* ``fp16``: float16 autocast with a grad scaler, channels_last, fused Adam (CUDA only; the
-  trainer's default on CUDA).
+* ``main``: float32, NCHW, the per-tensor Adam loop -- the trainer's step before this version;
+* ``fp32``: float32, NCHW, fused Adam -- the trainer's default on CPU;
+* ``fp32-cl``: float32, channels_last, fused Adam (``--channels-last``);
+* ``bf16`` / ``bf16-cl``: bfloat16 autocast, NCHW / channels_last, fused Adam
+  (``--amp-dtype bfloat16 [--channels-last]``);
+* ``fp16`` / ``fp16-cl``: float16 autocast with a grad scaler, NCHW / channels_last, fused Adam
+  (CUDA only; ``fp16-cl`` is the trainer's default on CUDA).
 
 The configurations' steps alternate (one step of each, repeated) so that a shared machine's
 load affects all of them alike; per configuration the median of ``--steps`` steps after
@@ -231,8 +232,9 @@ def run_config(loss_impl: str, args, device: torch.device) -> dict:
 # --compare precision
 # ----------------------------------------------------------------------------------------------
 #: configuration -> (autocast dtype or None, channels_last, fused Adam)
-CONFIGS = {"fp32-nchw": (None, False, False), "fp32": (None, True, True), "bf16": (torch.bfloat16, True, True),
-           "fp16": (torch.float16, True, True)}
+CONFIGS = {"main": (None, False, False), "fp32": (None, False, True), "fp32-cl": (None, True, True),
+           "bf16": (torch.bfloat16, False, True), "bf16-cl": (torch.bfloat16, True, True),
+           "fp16": (torch.float16, False, True), "fp16-cl": (torch.float16, True, True)}
 #: |loss - fp32 loss| allowed at the first step (same weights and batch)
 LOSS_TOLERANCE = {None: 1e-4, torch.bfloat16: 0.05, torch.float16: 0.05}
 
@@ -328,7 +330,7 @@ def data_pipeline(data: str, size: int, n: int = 40) -> dict:
 def run_precision(args, device: torch.device) -> int:
     import pandas as pd
 
-    configs = [c for c in args.configs if device.type == "cuda" or c != "fp16"]
+    configs = [c for c in args.configs if device.type == "cuda" or not c.startswith("fp16")]
     if len(configs) != len(args.configs):
         print("fp16 autocast is CUDA-only; skipped on CPU")
     ref = "fp32" if "fp32" in configs else configs[0]
@@ -380,7 +382,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, nargs="+", default=[8], help="frames per step: one value, or one per size")
     p.add_argument("--steps", type=int, default=3, help="measured steps per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
-    p.add_argument("--configs", nargs="+", default=["fp32-nchw", "fp32", "bf16"], choices=list(CONFIGS),
+    p.add_argument("--configs", nargs="+", default=["main", "fp32", "fp32-cl", "bf16-cl"], choices=list(CONFIGS),
                    help="precision configurations, in order (ratios are against the first)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")

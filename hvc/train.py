@@ -39,8 +39,8 @@ Precision and speed: ``--amp`` (default on) with ``--amp-dtype float16`` (defaul
 autocast with a grad scaler on CUDA and plain float32 on CPU; ``--amp-dtype bfloat16`` is
 bfloat16 autocast (no scaler) on CUDA and CPU (on CPUs without native bfloat16 instructions it
 is much slower than float32: measure with ``benchmarks/bench_train.py``). The loss is always
-accumulated in float32 (:mod:`hvc.loss`). ``--channels-last`` (default on) stores activations
-and weights NHWC. On CUDA: cudnn.benchmark (unless ``--deterministic``), pinned host memory,
+accumulated in float32 (:mod:`hvc.loss`). ``--channels-last`` (default: on CUDA only) stores
+activations and weights NHWC. On CUDA: cudnn.benchmark (unless ``--deterministic``), pinned host memory,
 non-blocking copies, persistent data-loader workers; peak memory is CUDA's
 ``max_memory_allocated``, on CPU the process's peak resident set size.
 
@@ -189,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp-dtype", choices=sorted(_AMP_DTYPES), default="float16",
                    help="float16: autocast + grad scaler on CUDA, float32 on CPU; bfloat16: autocast on CUDA and "
                         "CPU (on CPUs without bfloat16 instructions much slower than float32)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="NHWC memory format for weights and activations (faster convolutions on CPU and GPU)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format for weights and activations (default: on with CUDA, where tensor-core "
+                        "convolutions use it; off on CPU, where it measured no faster for a training step)")
     g.add_argument("--sync-bn", action="store_true", help="torchrun on CUDA: BatchNorm statistics over the global "
                    "batch (default: per rank, as DDP without SyncBatchNorm)")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ... "
@@ -405,11 +406,11 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
 
-def resolve_precision(device: torch.device, amp: bool, amp_dtype: str, channels_last: bool) -> Precision:
+def resolve_precision(device: torch.device, amp: bool, amp_dtype: str, channels_last: Optional[bool]) -> Precision:
     """The :class:`Precision` of ``--amp``/``--amp-dtype``/``--channels-last`` on ``device``.
 
     float16 autocast (with a grad scaler) only on CUDA -- on CPU ``--amp-dtype float16`` means
-    float32; bfloat16 autocast on CUDA and CPU.
+    float32; bfloat16 autocast on CUDA and CPU. ``channels_last`` None: on for CUDA only.
 
     Raises:
         ValueError: unknown ``amp_dtype``, or bfloat16 on a GPU without bfloat16 support.
@@ -424,6 +425,8 @@ def resolve_precision(device: torch.device, amp: bool, amp_dtype: str, channels_
                          f"use --amp-dtype float16")
     if device.type not in ("cpu", "cuda"):
         dtype = None
+    if channels_last is None:
+        channels_last = device.type == "cuda"
     return Precision(device.type, dtype, dtype is torch.float16, bool(channels_last))
 
 

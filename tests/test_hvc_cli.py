@@ -91,7 +91,7 @@ def test_preset_sets_defaults_and_explicit_flags_override():
 def test_new_flags_defaults_are_the_papers_and_are_validated(tmp_path, capsys):
     args = build_parser().parse_args(["--data", "d", "--output-dir", "o"])
     assert list(args.crop_scale) == [0.0, 1.0] and (args.spatial_weight, args.temporal_weight) == (1.0, 1.0)
-    assert args.amp_dtype == "float16" and args.channels_last is True and args.sync_bn is False
+    assert args.amp_dtype == "float16" and args.channels_last is None and args.sync_bn is False
     assert args.workers is None and args.snapshot_steps is None and args.snapshot_every_min is None
     assert build_parser().parse_args(["--data", "d", "--output-dir", "o", "--snapshot-steps", "30,10,10"]
                                      ).snapshot_steps == [10, 30]
@@ -114,6 +114,8 @@ def test_precision_and_workers_resolution():
 
     cpu = torch.device("cpu")
     assert resolve_precision(cpu, True, "float16", True).name == "float32"  # float16 autocast: CUDA only
+    assert resolve_precision(cpu, True, "float16", None).channels_last is False  # auto: CUDA only
+    assert resolve_precision(cpu, True, "float16", True).channels_last is True
     bf = resolve_precision(cpu, True, "bfloat16", False)
     assert bf.name == "bf16" and not bf.grad_scaler and bf.autocast_dtype == torch.bfloat16
     assert resolve_precision(cpu, False, "bfloat16", False).name == "float32"
