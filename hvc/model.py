@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -130,6 +130,7 @@ class HVCModel(nn.Module):
         self.target_space_projector = copy.deepcopy(self.online_space_projector).requires_grad_(False)
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("ema_total_steps", torch.tensor(int(total_steps), dtype=torch.long))
+        self.total_steps = int(total_steps)  # K on the host (the buffer is the checkpointed copy)
 
     # -- parameters -------------------------------------------------------------------------------
     def online_parameters(self) -> List[nn.Parameter]:
@@ -146,15 +147,23 @@ class HVCModel(nn.Module):
         return ema_momentum(int(self.ema_step), int(self.ema_total_steps), self.ema_base)
 
     @torch.no_grad()
-    def momentum_update(self) -> float:
+    def momentum_update(self, step: Optional[int] = None) -> float:
         """EMA update of the target parameters, then ``k += 1``; returns the m_k used.
 
         ``theta_t <- m_k theta_t + (1 - m_k) theta_o`` over the encoder and projector
         *parameters* (BN buffers are not averaged, as in the reference). The reference runs it
         inside ``forward`` just before the target pass (model.py:201); the trainer calls it
         right before :meth:`forward`, which is equivalent.
+
+        Args:
+            step: k when the caller knows it (the trainer's step count, equal to the
+                ``ema_step`` buffer): m_k is then computed without reading the buffers, which
+                on a GPU would wait for the device (two synchronisations per step).
         """
-        m = self.momentum()
+        if step is None:
+            m = self.momentum()
+        else:
+            m = ema_momentum(step, self.total_steps, self.ema_base)
         target, online = self._ema_pairs()
         torch._foreach_mul_(target, m)
         torch._foreach_add_(target, online, alpha=1.0 - m)

@@ -958,7 +958,7 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Dict[s
             for batch in loader:
                 v1, v2, c1, c2 = batch_to_device(batch, device, norm, precision.channels_last)
                 skipped_local += int(batch["skipped"].sum())
-                momentum = model.momentum_update()  # before the target pass, as the reference
+                momentum = model.momentum_update(step)  # before the target pass, as the reference
                 optimizer.zero_grad(set_to_none=True)
                 out = forward_backward(net, v1, v2, c1, c2, precision, scaler)
                 scaler.step(optimizer)
