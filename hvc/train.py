@@ -18,7 +18,8 @@ crop area fraction U(0, 1), spatial and temporal terms weighted 1 and 1. ``--pre
 What the output directory holds (written by rank 0 only):
 
 * ``checkpoint.pth`` -- the latest training checkpoint (:mod:`hvc.checkpoint`), written
-  atomically every ``--ckpt-every`` steps, at every epoch end and at the end of the run; besides
+  atomically every ``--ckpt-every`` steps, at every epoch end and at the end of the run (with
+  ``--stop-at 0``: the untrained network, step 0, for learning curves); besides
   the fields of :mod:`hvc.checkpoint` it holds ``world_size`` (processes of the run),
   ``train_time_s`` (seconds spent training, over all resumes) and ``replica_max_abs_diff``
   (distributed runs: largest difference between the ranks' parameter sums, 0 when the
