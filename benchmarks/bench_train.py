@@ -33,8 +33,8 @@ significant bits). On CUDA the peak memory of each configuration's steps is repo
 each size, without workers: decoding + two crops from the JPEG files, and the two crops from
 the in-memory frame cache (``--cache-mb``), with the share of a float32 step they would add.
 
-``--profile`` prints, per size, where one step of the first configuration spends its time
-(torch.profiler, self CPU time grouped by operator).
+``--profile`` prints, per size, where one more step of the first configuration (after the
+measured ones) spends its time (torch.profiler, self CPU time grouped by operator).
 
 ``--compare loss-impl``: our sparse hybrid loss (:func:`hvc.loss.hybrid_loss`) against the
 dense ``N x HW x HW`` formulation (../shared/docs/HVC_METHOD.md section 3), full steps in float32
@@ -338,18 +338,19 @@ def run_precision(args, device: torch.device) -> int:
     rows = []
     for size, batch in zip(args.sizes, batches):
         steppers = [Stepper(c, batch, size, device) for c in configs]
-        if args.profile:
-            profile_step(steppers[0])
         for rep in range(args.warmup + args.steps):
             for s in steppers:
                 s.step(measure=rep >= args.warmup)
+        if args.profile:  # a warm step (one more, after the measured ones)
+            profile_step(steppers[0])
         data = data_pipeline(args.data, size) if args.data else {}
         ref_loss = next(s for s in steppers if s.name == ref).losses[0]
         base_ms = 1000 * statistics.median(steppers[0].times)
         for s in steppers:
             ms = 1000 * statistics.median(s.times)
             diff = abs(s.losses[0] - ref_loss)
-            row = {"size": size, "batch": batch, "config": s.name, "ms_per_step": ms, "images_per_s": batch / (ms / 1000),
+            row = {"size": size, "batch": batch, "config": s.name, "ms_per_step": ms,
+                   "images_per_s": batch / (ms / 1000),
                    f"speed_vs_{steppers[0].name}": base_ms / ms, "first_loss": s.losses[0],
                    f"abs_diff_vs_{ref}": diff, "tolerance": LOSS_TOLERANCE[s.dtype],
                    "loss_agrees": diff <= LOSS_TOLERANCE[s.dtype], "last_loss": s.losses[-1],

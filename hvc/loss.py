@@ -11,8 +11,9 @@ coordinates:
 * temporal term ``T = sum_pq M_pq <F_f,p, F_b,q> / (sum M + 1e-6)`` per sample;
 * ``L(a, b) = -2 (w_s mean_N S + w_t mean_N T)`` with the term weights ``w_s = w_t = 1`` in the
   paper (``--spatial-weight`` / ``--temporal-weight`` of the trainer, for ablations); samples
-  without positives contribute 0 but count in the mean. ``q`` (predictor output of ``a``), ``k`` (target projection of ``b``), ``F_f`` and
-  ``F_b`` (flow head outputs) are expected L2-normalised over channels; ``k`` is detached.
+  without positives contribute 0 but count in the mean. ``q`` (predictor output of ``a``), ``k``
+  (target projection of ``b``), ``F_f`` and ``F_b`` (flow head outputs) are expected
+  L2-normalised over channels; ``k`` is detached.
 
 The model sums ``L(1, 2) + L(2, 1)`` (:class:`hvc.model.HVCModel`).
 

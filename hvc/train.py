@@ -113,11 +113,12 @@ RESUME_MUST_MATCH = ("mode", "batch_size", "img_size", "seed", "clip_len", "fram
                      "pos_radius", "ema_base", "loss_impl", "normalization", "lr", "crop_scale", "spatial_weight",
                      "temporal_weight")
 #: Stated cost of one training frame (two 128x128 crops: online and target passes, backward,
-#: Adam) in float32 with channels_last on one core of the 2-core AVX2 development CPU, seconds
-#: (benchmarks/bench_train.py, README "Training (HVC)"); scaled by the crop area and divided by
-#: the thread count for the start-up estimate of a CPU run, replaced by the measured step time
+#: Adam) in float32 on one thread of the 2-core AVX2 development CPU, seconds: 11.1 s per step of
+#: 8 frames measured while that machine was nearly idle (1.8 s per frame under its usual load;
+#: benchmarks/bench_train.py, README "Training (HVC)"). Scaled by the crop area and divided by
+#: the thread count for the start-up estimate of a CPU run; the measured step time replaces it
 #: once the first steps have run.
-CPU_SECONDS_PER_FRAME_128 = 1.0
+CPU_SECONDS_PER_FRAME_128 = 1.4
 #: CPU runs estimated to take longer than this get a warning pointing to ``--preset cpu-1h``, hours.
 CPU_WARN_HOURS = 2.0
 _AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -163,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="area of each random resized crop as a fraction of the frame area, drawn uniformly in "
                         "[MIN, MAX] (paper: 0 1)")
     g.add_argument("--workers", type=int, default=None, help="data-loader processes per rank (default: 0 on CPU, "
-                   "where decoding is < 1%% of a step; min(8, CPUs / processes per node) on CUDA)")
+                   "where decoding and cropping a frame cost 0.2 %% (128 px) to 2 %% (64 px) of its training step; "
+                   "min(8, CPUs / processes per node) on CUDA)")
     g.add_argument("--cache-mb", type=int, default=2048, help="keep decoded frames in memory up to this many MiB "
                    "per rank (uint8; 0: off); filled as frames are first read, or all at start when --workers > 0 "
                    "(before the workers fork, so they share it). The unlabeled set (2086 frames of ~427x240) "
@@ -432,8 +434,9 @@ def resolve_precision(device: torch.device, amp: bool, amp_dtype: str, channels_
 
 
 def default_workers(device: torch.device, ctx: DistContext) -> int:
-    """``--workers`` when not given: 0 on CPU (the training step uses every core and decoding a
-    frame costs < 1 % of its step, measured), ``min(8, CPUs / processes on this node)`` on CUDA."""
+    """``--workers`` when not given: 0 on CPU (the training step uses every core, and decoding and
+    cropping a frame cost 0.2 % (128 px) to 2 % (64 px) of its step, measured with
+    benchmarks/bench_train.py --data), ``min(8, CPUs / processes on this node)`` on CUDA."""
     if device.type != "cuda":
         return 0
     return max(1, min(8, (os.cpu_count() or 1) // max(1, ctx.local_world_size)))
@@ -873,17 +876,19 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Dict[s
               f"{', channels_last' if precision.channels_last else ''}, world size {ctx.world_size}, data {data_desc} "
               f"({dataset.epoch_length()} items per epoch), {total_steps} steps ({total_steps / steps_per_epoch:.3g} "
               f"epochs{f', stopping at {stop_at}' if stop_at < total_steps else ''}), batch {args.batch_size}"
-              f"{f' ({args.batch_size // ctx.world_size} per rank)' if ctx.distributed else ''}, crop {args.img_size} px, "
+              f"{f' ({args.batch_size // ctx.world_size} per rank)' if ctx.distributed else ''}, "
+              f"crop {args.img_size} px, "
               f"workers {workers}, threads {torch.get_num_threads()}, frame cache {cache_mode}"
               f"{f', preset {args.preset}' if args.preset else ''}")
     if device.type == "cpu" and total_steps > step:
         frames_left = (total_steps - step) * args.batch_size * frames_per_item
         est = cpu_estimate_hours(frames_left // ctx.world_size, args.img_size, torch.get_num_threads())
         if est >= CPU_WARN_HOURS:
+            hint = "" if args.preset == "cpu-1h" else " For about one hour on a 2-core CPU use --preset cpu-1h."
             _say(ctx, f"hvc.train: warning: on CPU the {total_steps - step} steps left of this schedule need about "
                       f"{est:.0f} h (stated estimate: {CPU_SECONDS_PER_FRAME_128} s per 128-px frame and thread, "
-                      f"x (crop / 128)^2, {frames_left} frames; the paper's setting is meant for GPUs). For about "
-                      f"one hour on a 2-core CPU use --preset cpu-1h; a measured ETA follows the first steps")
+                      f"x (crop / 128)^2, {frames_left} frames; the paper's setting is meant for GPUs).{hint} "
+                      f"A measured ETA follows the first steps.")
 
     run_info = {"command": [sys.executable, "-m", "hvc.train", *sys.argv[1:]], "args": plain(vars(args)),
                 "preset": args.preset, "device": str(device), "precision": precision.name,
@@ -1000,7 +1005,7 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Dict[s
                     # the first measured ETA: the first step, with its warm-up, is left out
                     eta = (now - t_first) * (stop_at - step)
                     msg = f"hvc.train: {now - t_first:.2f} s per step after the first steps: ETA {_fmt_duration(eta)}"
-                    if device.type == "cpu" and eta >= CPU_WARN_HOURS * 3600:
+                    if device.type == "cpu" and eta >= CPU_WARN_HOURS * 3600 and args.preset != "cpu-1h":
                         msg += f" (about {eta / 3600:.0f} h on this CPU; for about one hour use --preset cpu-1h)"
                     say(msg)
                 snapshot = _snapshot_due(step, args, train_time, time_before)

@@ -196,7 +196,8 @@ def test_normalized_upcasts_half_precision_features():
     from hvc.loss import normalized
 
     x = (1e-4 * torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(3))).to(torch.float16)
-    for ctx in (torch.autocast("cpu", dtype=torch.bfloat16, enabled=False), torch.autocast("cpu", dtype=torch.bfloat16)):
+    for ctx in (torch.autocast("cpu", dtype=torch.bfloat16, enabled=False),
+                torch.autocast("cpu", dtype=torch.bfloat16)):
         with ctx:
             y = normalized(x)
         assert y.dtype == torch.float32 and torch.isfinite(y).all()

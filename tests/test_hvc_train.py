@@ -113,7 +113,8 @@ def test_start_line_and_cpu_warning(tmp_path, capsys, paper):
     """One start line (device, dtype, world size, data, steps, batch, crop); with the paper's
     setting on CPU a warning with the estimated hours that points to the cpu-1h preset."""
     data = write_video_frames(tmp_path / "data", videos=6, frames=70, size=(16, 16))
-    flags = ["--batch-size", "128", "--img-size", "256"] if paper else ["--batch-size", "4", "--steps", "3", "--img-size", "64"]
+    flags = (["--batch-size", "128", "--img-size", "256"] if paper
+             else ["--batch-size", "4", "--steps", "3", "--img-size", "64"])
     assert train_main(["--data", str(data), "--output-dir", str(tmp_path / "o"), "--device", "cpu", "--stop-at", "0",
                        "--no-progress", "--no-tensorboard", *flags]) == 0
     err = capsys.readouterr().err

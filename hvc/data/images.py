@@ -369,7 +369,8 @@ class EpochSampler(Sampler):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, world size {world_size})")
         if batch_size is not None and (batch_size < 1 or batch_size % world_size):
-            raise ValueError(f"the global batch {batch_size} must be a positive multiple of the world size {world_size}")
+            raise ValueError(f"the global batch {batch_size} must be a positive multiple of the world size "
+                             f"{world_size}")
         if batch_size is None and world_size > 1:
             raise ValueError("a sampler shared by several ranks needs the global batch size")
         self.dataset = dataset
