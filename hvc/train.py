@@ -41,9 +41,10 @@ autocast with a grad scaler on CUDA and plain float32 on CPU; ``--amp-dtype bflo
 bfloat16 autocast (no scaler) on CUDA and CPU (on CPUs without native bfloat16 instructions it
 is much slower than float32: measure with ``benchmarks/bench_train.py``). The loss is always
 accumulated in float32 (:mod:`hvc.loss`). ``--channels-last`` (default: on CUDA only) stores
-activations and weights NHWC. On CUDA: cudnn.benchmark (unless ``--deterministic``), pinned host memory,
-non-blocking copies, persistent data-loader workers; peak memory is CUDA's
-``max_memory_allocated``, on CPU the process's peak resident set size.
+activations and weights NHWC. Adam runs fused (one kernel over all parameters). On CUDA:
+cudnn.benchmark (unless ``--deterministic``), pinned host memory, non-blocking copies,
+persistent data-loader workers; peak memory is CUDA's ``max_memory_allocated``, on CPU the
+process's peak resident set size.
 
 Distributed (``torchrun``): ``--batch-size`` is the global batch, split evenly over the ranks
 (each rank's BatchNorm sees its own ``B / world size`` frames unless ``--sync-bn``, CUDA only);
@@ -529,8 +530,9 @@ class _Logger:
         self.path = out_dir / LOG_NAME
         if self.path.is_file() and self.path.stat().st_size:
             with open(self.path, newline="") as f:
-                old = list(csv.DictReader(f))
-                header = tuple(f.seek(0) or next(csv.reader(f), []))
+                reader = csv.DictReader(f)
+                old = list(reader)
+                header = tuple(reader.fieldnames or ())
             if header != LOG_FIELDS:
                 def rewrite(tmp: Path) -> None:
                     with open(tmp, "w", newline="") as f:

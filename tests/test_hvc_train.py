@@ -159,3 +159,15 @@ def test_snapshots_are_checkpoints_the_export_takes(tmp_path, capsys):
     timed = tmp_path / "timed"
     assert train_main([*small, "--output-dir", str(timed), "--snapshot-every-min", "1e-6", "--steps", "2"]) == 0
     assert sorted(p.name for p in (timed / "snapshots").iterdir()) == ["step-00001.pth", "step-00002.pth"]
+
+
+def test_log_written_by_an_older_version_gets_the_new_columns(tmp_path):
+    from hvc.train import LOG_FIELDS, _Logger
+
+    (tmp_path / "log.csv").write_text("step,epoch,loss\n1,0.5,-1.0\n2,1.0,-2.0\n")
+    logger = _Logger(tmp_path, tensorboard=False)
+    logger.log({k: 3 for k in LOG_FIELDS})
+    logger.close()
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert tuple(log.columns) == LOG_FIELDS and list(log["step"]) == [1, 2, 3]
+    assert list(log["loss"]) == [-1.0, -2.0, 3] and log["peak_mem_mib"].isna().tolist() == [True, True, False]
