@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache-mb", type=int, default=2048, help="keep decoded frames in memory up to this many MiB "
                    "per rank (uint8; 0: off); filled as frames are first read, or all at start when --workers > 0 "
                    "(before the workers fork, so they share it). The unlabeled set (2086 frames of ~427x240) "
-                   "takes ~640 MiB")
+                   "takes 620 MiB")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=None, help="total optimisation steps (overrides --epochs)")
     g.add_argument("--epochs", type=int, default=20, help="epochs (used when --steps is not given)")
