@@ -1,17 +1,44 @@
-"""Training-step throughput and peak memory: our sparse hybrid loss vs the dense formulation.
+"""Training-step throughput on CPU or GPU: float32 against bfloat16 / float16, NCHW against
+channels_last (and, with ``--compare loss-impl``, our sparse loss against the dense formulation).
 
 Usage::
 
-    python benchmarks/bench_train.py [--batch-size 8] [--img-size 128] [--steps 2] [--warmup 1]
-                                     [--device auto|cpu|cuda] [--amp/--no-amp] [--threads 0]
+    python benchmarks/bench_train.py [--sizes 64 128 256] [--batch-size 8 [8 4]] [--steps 3]
+        [--warmup 1] [--configs main fp32 fp32-cl bf16-cl] [--device auto|cpu|cuda] [--threads 1]
+        [--data DIR] [--profile]
+    python benchmarks/bench_train.py --compare loss-impl [--batch-size 8] [--sizes 128] [--loss-only]
 
-One full training step is timed (EMA update, online and target forward passes, the symmetric
-loss L(1,2) + L(2,1), backward, Adam step) on random crops with random but overlapping boxes,
-for ``loss_impl="sparse"`` (:func:`hvc.loss.hybrid_loss`) and ``loss_impl="dense"`` (the
-N x HW x HW formulation of ../shared/docs/HVC_METHOD.md section 3), in the same process,
-with identical models, inputs and seeds. Data loading is not included.
+``--compare precision`` (default). One full training step is timed (EMA update, online and
+target forward passes, the symmetric loss L(1,2) + L(2,1), backward, Adam step; data loading
+not included) for each configuration, on identical models (same seed) and identical inputs
+(random crops, random overlapping boxes drawn like the training crops):
 
-Peak memory:
+* ``main``: float32, NCHW, the per-tensor Adam loop -- the trainer's step before this version;
+* ``fp32``: float32, NCHW, fused Adam -- the trainer's default on CPU;
+* ``fp32-cl``: float32, channels_last, fused Adam (``--channels-last``);
+* ``bf16`` / ``bf16-cl``: bfloat16 autocast, NCHW / channels_last, fused Adam
+  (``--amp-dtype bfloat16 [--channels-last]``);
+* ``fp16`` / ``fp16-cl``: float16 autocast with a grad scaler, NCHW / channels_last, fused Adam
+  (CUDA only; ``fp16-cl`` is the trainer's default on CUDA).
+
+The configurations' steps alternate (one step of each, repeated) so that a shared machine's
+load affects all of them alike; per configuration the median of ``--steps`` steps after
+``--warmup`` is reported as ms/step and images/s (frames/s; each frame is cropped twice),
+with the ratios to the first configuration. Loss agreement: the first step's loss (same
+weights, same batch) of every configuration against ``fp32``'s; the tolerance is 1e-4 for
+float32 layouts and 0.05 for bfloat16/float16 (the loss lies in [-8, 8]; bfloat16 keeps 8
+significant bits). On CUDA the peak memory of each configuration's steps is reported.
+
+``--data DIR`` (a ``JPEGImages/<video>/`` folder) also times the data pipeline per frame at
+each size, without workers: decoding + two crops from the JPEG files, and the two crops from
+the in-memory frame cache (``--cache-mb``), with the share of a float32 step they would add.
+
+``--profile`` prints, per size, where one more step of the first configuration (after the
+measured ones) spends its time (torch.profiler, self CPU time grouped by operator).
+
+``--compare loss-impl``: our sparse hybrid loss (:func:`hvc.loss.hybrid_loss`) against the
+dense ``N x HW x HW`` formulation (docs/method.md, "Loss"), full steps in float32
+with peak memory:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` during the measured steps, minus the memory
   allocated before them (model, optimiser state and inputs);
@@ -23,13 +50,11 @@ Peak memory:
 
 A second measurement times the loss alone (forward + backward of L(1,2) + L(2,1) on random
 normalised ``[B, 256, S/8, S/8]`` features; column ``loss_fwd_bwd_ms``), where the difference
-between the two formulations is not hidden by the backbone.
+between the two formulations is not hidden by the backbone. ``--loss-only`` runs just that
+(with its peak memory), e.g. at the paper's 256 x 256 crops (32 x 32 grid) where a full CPU
+step would take minutes.
 
-``--loss-only`` runs just that (with its peak memory), e.g. at the paper's 256 x 256 crops
-(32 x 32 grid) where a full CPU step would take minutes.
-
-Prints a table (pandas) with images/s (frames per second; each frame is cropped twice), ms per
-step, peak memory in MiB and the dense/sparse ratios.
+Prints tables (pandas).
 """
 from __future__ import annotations
 
@@ -38,6 +63,7 @@ import gc
 import os
 import random
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -142,11 +168,11 @@ def run_loss_only(loss_impl: str, args, device: torch.device) -> dict:
 
 
 def run_config(loss_impl: str, args, device: torch.device) -> dict:
-    """Time ``args.steps`` training steps after ``args.warmup``; returns a result row."""
+    """Time ``args.steps`` float32 training steps after ``args.warmup``; returns a result row."""
     torch.manual_seed(0)
     model = HVCModel(total_steps=1000, loss_impl=loss_impl).to(device).train()
     opt = torch.optim.Adam(model.online_parameters(), lr=1e-3)
-    use_amp = args.amp and device.type == "cuda"
+    use_amp = False
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     v1, v2, c1, c2 = make_batch(args.batch_size, args.img_size, device)
 
@@ -202,19 +228,172 @@ def run_config(loss_impl: str, args, device: torch.device) -> dict:
     return row
 
 
+# ----------------------------------------------------------------------------------------------
+# --compare precision
+# ----------------------------------------------------------------------------------------------
+#: configuration -> (autocast dtype or None, channels_last, fused Adam)
+CONFIGS = {"main": (None, False, False), "fp32": (None, False, True), "fp32-cl": (None, True, True),
+           "bf16": (torch.bfloat16, False, True), "bf16-cl": (torch.bfloat16, True, True),
+           "fp16": (torch.float16, False, True), "fp16-cl": (torch.float16, True, True)}
+#: |loss - fp32 loss| allowed at the first step (same weights and batch)
+LOSS_TOLERANCE = {None: 1e-4, torch.bfloat16: 0.05, torch.float16: 0.05}
+
+
+class Stepper:
+    """One configuration's model, optimiser and inputs; ``step()`` runs and times one training
+    step (as hvc.train does: EMA update, forward under autocast, backward, Adam)."""
+
+    def __init__(self, name: str, batch: int, size: int, device: torch.device):
+        self.name = name
+        self.dtype, self.channels_last, fused = CONFIGS[name]
+        self.device = device
+        torch.manual_seed(0)
+        self.model = HVCModel(total_steps=1000).to(device).train()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.online_parameters(), lr=1e-3, fused=fused or None)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16 and device.type == "cuda")
+        v1, v2, self.c1, self.c2 = make_batch(batch, size, device)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.v1, self.v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
+        self.times, self.losses, self.peak_mib = [], [], 0.0
+
+    def step(self, measure: bool) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+        t0 = time.perf_counter()
+        self.model.momentum_update()
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+            out = self.model(self.v1, self.v2, self.c1, self.c2)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(out["loss"]).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        loss = float(out["loss"].detach())  # synchronises
+        dt = time.perf_counter() - t0
+        self.losses.append(loss)
+        if self.device.type == "cuda":
+            self.peak_mib = max(self.peak_mib, (torch.cuda.max_memory_allocated(self.device) - base) / 2**20)
+        if measure:
+            self.times.append(dt)
+
+
+def profile_step(stepper: Stepper, top: int = 12) -> None:
+    """Print where one step's time goes (torch.profiler; self time grouped by operator)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if stepper.device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        stepper.step(measure=False)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    groups = {"convolution forward": ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward",
+                                      "aten::cudnn_convolution", "aten::_convolution"),
+              "convolution backward": ("aten::convolution_backward", "aten::_slow_conv2d_backward",
+                                       "aten::mkldnn_convolution_backward"),
+              "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward",
+                             "aten::_batch_norm_impl_index"),
+              "layout/dtype copies": ("aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous")}
+    shares = {k: 0.0 for k in groups}
+    for e in events:
+        for k, names in groups.items():
+            if e.key in names:
+                shares[k] += e.self_cpu_time_total
+    shares["everything else"] = total - sum(shares.values())
+    print(f"profile of one {stepper.name} step ({total / 1e6:.2f} s of self CPU time):")
+    print("  " + ", ".join(f"{k} {100 * v / max(total, 1):.1f} %" for k, v in shares.items()))
+    print("\n".join("  " + line for line in events.table(sort_by="self_cpu_time_total", row_limit=top).splitlines()))
+
+
+def data_pipeline(data: str, size: int, n: int = 40) -> dict:
+    """ms per frame of an item (decode + two crops) from JPEG files and from the frame cache."""
+    from hvc.data import VideoFrameDataset
+
+    index = Path(data) / "ytvos.csv"
+    out = {}
+    for name, cache in (("jpeg", 0), ("cache", 1 << 40)):
+        ds = VideoFrameDataset(data, size=size, cache_bytes=cache,
+                               index_csv=index if index.is_file() else Path("/tmp") / f".bench_index_{os.getpid()}.csv")
+        keys = [(int(k) * 7919 % ds.num_items(), k) for k in range(n)]
+        if cache:
+            ds.preload(threads=torch.get_num_threads())
+        ds[keys[0]]
+        t0 = time.perf_counter()
+        for key in keys:
+            ds[key]
+        out[f"data_{name}_ms_per_frame"] = 1000 * (time.perf_counter() - t0) / n
+    return out
+
+
+def run_precision(args, device: torch.device) -> int:
+    import pandas as pd
+
+    configs = [c for c in args.configs if device.type == "cuda" or not c.startswith("fp16")]
+    if len(configs) != len(args.configs):
+        print("fp16 autocast is CUDA-only; skipped on CPU")
+    ref = "fp32" if "fp32" in configs else configs[0]
+    batches = args.batch_size if len(args.batch_size) == len(args.sizes) else [args.batch_size[0]] * len(args.sizes)
+    rows = []
+    for size, batch in zip(args.sizes, batches):
+        steppers = [Stepper(c, batch, size, device) for c in configs]
+        for rep in range(args.warmup + args.steps):
+            for s in steppers:
+                s.step(measure=rep >= args.warmup)
+        if args.profile:  # a warm step (one more, after the measured ones)
+            profile_step(steppers[0])
+        data = data_pipeline(args.data, size) if args.data else {}
+        ref_loss = next(s for s in steppers if s.name == ref).losses[0]
+        base_ms = 1000 * statistics.median(steppers[0].times)
+        for s in steppers:
+            ms = 1000 * statistics.median(s.times)
+            diff = abs(s.losses[0] - ref_loss)
+            row = {"size": size, "batch": batch, "config": s.name, "ms_per_step": ms,
+                   "images_per_s": batch / (ms / 1000),
+                   f"speed_vs_{steppers[0].name}": base_ms / ms, "first_loss": s.losses[0],
+                   f"abs_diff_vs_{ref}": diff, "tolerance": LOSS_TOLERANCE[s.dtype],
+                   "loss_agrees": diff <= LOSS_TOLERANCE[s.dtype], "last_loss": s.losses[-1],
+                   "steps_ms": " ".join(f"{1000 * t:.0f}" for t in s.times)}
+            if device.type == "cuda":
+                row["peak_mem_MiB"] = s.peak_mib
+            if data:
+                row.update(data)
+                row["data_share_jpeg"] = data["data_jpeg_ms_per_frame"] / (ms / batch)
+            rows.append(row)
+        del steppers
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    ok = bool(table["loss_agrees"].all())
+    print(f"loss agreement at the first step: {'all within' if ok else 'NOT all within'} tolerance "
+          f"(1e-4 float32 layouts, 0.05 bfloat16/float16; loss range [-8, 8])")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-size", type=int, default=8, help="frames per step")
-    p.add_argument("--img-size", type=int, default=128, help="crop side, pixels (grid = img_size / 8)")
-    p.add_argument("--steps", type=int, default=2, help="measured steps per configuration")
+    p.add_argument("--compare", choices=("precision", "loss-impl"), default="precision",
+                   help="precision: float32 / bfloat16 / float16 and memory layouts; loss-impl: sparse vs dense loss")
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256], help="crop sides, pixels "
+                   "(grid = size / 8); loss-impl uses the first")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[8], help="frames per step: one value, or one per size")
+    p.add_argument("--steps", type=int, default=3, help="measured steps per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
+    p.add_argument("--configs", nargs="+", default=["main", "fp32", "fp32-cl", "bf16-cl"], choices=list(CONFIGS),
+                   help="precision configurations, in order (ratios are against the first)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="float16 autocast (CUDA only)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    p.add_argument("--data", default=None, help="precision: also time the data pipeline on this video folder "
+                   "(JPEGImages/<video>/...), e.g. $HVC_DATA_ROOT/unlabeled-video")
+    p.add_argument("--profile", action="store_true", help="precision: profile one step of the first configuration")
     p.add_argument("--impls", nargs="+", default=["sparse", "dense"], choices=["sparse", "dense"],
-                   help="configurations to run, in order")
-    p.add_argument("--loss-only", action="store_true", help="time only the loss (forward + backward on random "
-                   "features of the grid size), not the whole step: cheap at the paper's 32 x 32 grid on CPU")
+                   help="loss-impl: configurations to run, in order")
+    p.add_argument("--loss-only", action="store_true", help="loss-impl: time only the loss (forward + backward on "
+                   "random features of the grid size), not the whole step: cheap at the paper's 32 x 32 grid on CPU")
     args = p.parse_args(argv)
     import pandas as pd
 
@@ -222,12 +401,23 @@ def main(argv=None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    grid = args.img_size // 8
+    cpu_flags = ""
+    if device.type == "cpu":
+        try:
+            flags = set(open("/proc/cpuinfo").read().split())
+            cpu_flags = ", CPU flags: " + " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+                                                   if f in flags)
+        except OSError:
+            pass
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else os.cpu_count()} "
-          f"{'GPU' if device.type == 'cuda' else 'CPUs'}), torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, batch {args.batch_size}, {args.img_size}x{args.img_size} "
-          f"(grid {grid}x{grid}, dense mask {args.batch_size}x{grid * grid}x{grid * grid}), "
-          f"amp {args.amp and device.type == 'cuda'}, {args.steps} steps after {args.warmup} warm-up")
+          f"{'GPU' if device.type == 'cuda' else 'CPUs'}{cpu_flags}), torch {torch.__version__}, threads "
+          f"{torch.get_num_threads()}, {args.steps} measured steps after {args.warmup} warm-up")
+    if args.compare == "precision":
+        return run_precision(args, device)
+    args.batch_size, args.img_size = args.batch_size[0], args.sizes[0]
+    grid = args.img_size // 8
+    print(f"loss-impl: batch {args.batch_size}, {args.img_size}x{args.img_size} (grid {grid}x{grid}, dense mask "
+          f"{args.batch_size}x{grid * grid}x{grid * grid}), float32")
     run = run_loss_only if args.loss_only else run_config
     rows = [run(impl, args, device) for impl in args.impls]
     table = pd.DataFrame(rows).set_index("loss_impl")

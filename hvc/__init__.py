@@ -6,7 +6,8 @@ Modules (each importable on its own; importing :mod:`hvc` itself loads nothing h
 * :mod:`hvc.model`      -- online / EMA target encoders, projector, predictor, flow head.
 * :mod:`hvc.loss`       -- the hybrid (spatial + temporal) loss, sparse and dense forms.
 * :mod:`hvc.data`       -- coordinate-aware crops, video-frame and static-image datasets.
-* :mod:`hvc.train`      -- ``python -m hvc.train``: the training loop (AMP, logging, resume).
+* :mod:`hvc.train`      -- ``python -m hvc.train``: the training loop (AMP, torchrun/DDP, logging, resume).
+* :mod:`hvc.presets`    -- named flag defaults for ``python -m hvc.train --preset NAME``.
 * :mod:`hvc.checkpoint` -- training checkpoints: writing and loading.
 * :mod:`hvc.export`     -- ``python -m hvc.export``: encoder files for label propagation (write and read).
 * :mod:`hvc.runtime`    -- atomic writes, device, git revision, exit codes (shared with label_prop).

@@ -9,9 +9,11 @@ coordinates:
 * ``d_pq = ||c^a_p - c^b_q|| / max(diag_a, diag_b)``; positives ``M_pq = [d_pq < pos_radius]``;
 * spatial term ``S = sum_pq M_pq <q_p, k_q> / (sum M + 1e-6)`` per sample;
 * temporal term ``T = sum_pq M_pq <F_f,p, F_b,q> / (sum M + 1e-6)`` per sample;
-* ``L(a, b) = -2 (mean_N S + mean_N T)``; samples without positives contribute 0 but count in
-  the mean. ``q`` (predictor output of ``a``), ``k`` (target projection of ``b``), ``F_f`` and
-  ``F_b`` (flow head outputs) are expected L2-normalised over channels; ``k`` is detached.
+* ``L(a, b) = -2 (w_s mean_N S + w_t mean_N T)`` with the term weights ``w_s = w_t = 1`` in the
+  paper (``--spatial-weight`` / ``--temporal-weight`` of the trainer, for ablations); samples
+  without positives contribute 0 but count in the mean. ``q`` (predictor output of ``a``), ``k``
+  (target projection of ``b``), ``F_f`` and ``F_b`` (flow head outputs) are expected
+  L2-normalised over channels; ``k`` is detached.
 
 The model sums ``L(1, 2) + L(2, 1)`` (:class:`hvc.model.HVCModel`).
 
@@ -27,10 +29,19 @@ the number of candidates (about 4 HW per sample for typical crops), not to ``(HW
 
 :func:`dense_hybrid_loss` is the direct transcription of the dense formula, kept as the
 reference for tests and benchmarks.
+
+Precision: both formulations accumulate in float32 (float64 for float64 inputs) and run with
+autocast disabled, so under mixed precision (CUDA float16/bfloat16, CPU bfloat16) the dot
+products, the per-sample sums over up to ~50 k positive pairs (which would lose digits, or
+overflow past 65504, in float16) and the ``1e-6`` guard of the denominators are float32; half
+precision inputs (the network's activations under autocast) are upcast first.
+:func:`normalized` likewise upcasts before the L2 norm, whose squares underflow in float16 for
+feature magnitudes below ~2e-4 (float16's smallest subnormal is ~6e-8).
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +72,16 @@ def _check_inputs(q, k, flow_f, flow_b, coord_q, coord_k) -> None:
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     """Accumulation dtype of the loss: float32, or float64 when the inputs are float64."""
     return torch.promote_types(x.dtype, torch.float32)
+
+
+@contextmanager
+def _full_precision(x: torch.Tensor) -> Iterator[None]:
+    """Disable autocast on ``x``'s device type (CUDA/CPU mixed precision) inside the block."""
+    if x.device.type in ("cuda", "cpu"):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            yield
+    else:
+        yield
 
 
 def _centres(coord: torch.Tensor, h: int, w: int):
@@ -175,7 +196,7 @@ def _stats(spatial, temporal, count) -> Dict[str, torch.Tensor]:
 
 def hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, flow_b: torch.Tensor,
                 coord_q: torch.Tensor, coord_k: torch.Tensor, pos_radius: float = DEFAULT_POS_RADIUS,
-                return_stats: bool = False):
+                return_stats: bool = False, spatial_weight: float = 1.0, temporal_weight: float = 1.0):
     """One direction ``L(a, b)`` of the hybrid loss (docs/method.md, "Loss"), sparse.
 
     Args:
@@ -186,11 +207,14 @@ def hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, flow_b: 
             original image's normalised coordinates.
         pos_radius: positive radius in units of the larger bin diagonal (0.1).
         return_stats: also return a dict of detached scalars ``spatial`` (mean_N S),
-            ``temporal`` (mean_N T), ``num_pos`` (mean positives per sample), ``no_pos_frac``.
+            ``temporal`` (mean_N T), ``num_pos`` (mean positives per sample), ``no_pos_frac``
+            (unweighted).
+        spatial_weight, temporal_weight: weights ``w_s``, ``w_t`` of the static (spatial) and
+            dynamic (temporal) terms; the paper's loss has 1 and 1.
 
     Returns:
-        The scalar loss ``-2 (mean_N S + mean_N T)`` (float32, or float64 for float64 inputs;
-        in [-4, 4]), or
+        The scalar loss ``-2 (w_s mean_N S + w_t mean_N T)`` (float32, or float64 for float64
+        inputs, also under autocast; in [-4, 4] for unit weights), or
         ``(loss, stats)``. Equal to :func:`dense_hybrid_loss` up to float summation order.
 
     Raises:
@@ -198,23 +222,24 @@ def hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, flow_b: 
     """
     _check_inputs(q, k, flow_f, flow_b, coord_q, coord_k)
     nb, c, h, w = q.shape
-    n_idx, p_idx, k_idx = positive_pairs(coord_q, coord_k, h, w, pos_radius)
-    dt = _acc_dtype(q)
-    q3 = q.to(dt).flatten(2)                   # [N, C, HW]
-    k3 = k.detach().to(dt).flatten(2)
-    s_dot = (q3[n_idx, :, p_idx] * k3[n_idx, :, k_idx]).sum(1)                       # [P]
-    t_dot = (flow_f.to(dt).flatten(2)[n_idx, :, p_idx] * flow_b.to(dt).flatten(2)[n_idx, :, k_idx]).sum(1)
-    count = torch.bincount(n_idx, minlength=nb)
-    denom = count.to(dt) + _EPS
-    spatial = torch.zeros(nb, dtype=dt, device=q.device).index_add(0, n_idx, s_dot) / denom
-    temporal = torch.zeros(nb, dtype=dt, device=q.device).index_add(0, n_idx, t_dot) / denom
-    loss = -2.0 * (spatial.mean() + temporal.mean())
+    with _full_precision(q):
+        n_idx, p_idx, k_idx = positive_pairs(coord_q, coord_k, h, w, pos_radius)
+        dt = _acc_dtype(q)
+        q3 = q.to(dt).flatten(2)                   # [N, C, HW]
+        k3 = k.detach().to(dt).flatten(2)
+        s_dot = (q3[n_idx, :, p_idx] * k3[n_idx, :, k_idx]).sum(1)                       # [P]
+        t_dot = (flow_f.to(dt).flatten(2)[n_idx, :, p_idx] * flow_b.to(dt).flatten(2)[n_idx, :, k_idx]).sum(1)
+        count = torch.bincount(n_idx, minlength=nb)
+        denom = count.to(dt) + _EPS
+        spatial = torch.zeros(nb, dtype=dt, device=q.device).index_add(0, n_idx, s_dot) / denom
+        temporal = torch.zeros(nb, dtype=dt, device=q.device).index_add(0, n_idx, t_dot) / denom
+        loss = -2.0 * (spatial_weight * spatial.mean() + temporal_weight * temporal.mean())
     return (loss, _stats(spatial, temporal, count)) if return_stats else loss
 
 
 def dense_hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, flow_b: torch.Tensor,
                       coord_q: torch.Tensor, coord_k: torch.Tensor, pos_radius: float = DEFAULT_POS_RADIUS,
-                      return_stats: bool = False):
+                      return_stats: bool = False, spatial_weight: float = 1.0, temporal_weight: float = 1.0):
     """Reference (dense) form of :func:`hybrid_loss`: builds ``N x HW x HW`` mask and logits.
 
     Same arguments, returns and errors as :func:`hybrid_loss`; a transcription of the public
@@ -222,19 +247,23 @@ def dense_hybrid_loss(q: torch.Tensor, k: torch.Tensor, flow_f: torch.Tensor, fl
     """
     _check_inputs(q, k, flow_f, flow_b, coord_q, coord_k)
     nb, c, h, w = q.shape
-    dt = _acc_dtype(q)
-    mask = dense_positive_mask(coord_q, coord_k, h, w, pos_radius).to(dt)
-    logit = torch.bmm(q.to(dt).reshape(nb, c, -1).transpose(1, 2), k.detach().to(dt).reshape(nb, c, -1))
-    msum = mask.sum(-1).sum(-1)
-    spatial = (logit * mask).sum(-1).sum(-1) / (msum + _EPS)
-    d = flow_f.shape[1]
-    tlogit = torch.bmm(flow_f.to(dt).reshape(nb, d, -1).transpose(1, 2), flow_b.to(dt).reshape(nb, d, -1))
-    temporal = (tlogit * mask).sum(-1).sum(-1) / (msum + _EPS)
-    loss = -2.0 * (spatial.mean() + temporal.mean())
+    with _full_precision(q):  # torch.bmm would otherwise run in float16/bfloat16 under autocast
+        dt = _acc_dtype(q)
+        mask = dense_positive_mask(coord_q, coord_k, h, w, pos_radius).to(dt)
+        logit = torch.bmm(q.to(dt).reshape(nb, c, -1).transpose(1, 2), k.detach().to(dt).reshape(nb, c, -1))
+        msum = mask.sum(-1).sum(-1)
+        spatial = (logit * mask).sum(-1).sum(-1) / (msum + _EPS)
+        d = flow_f.shape[1]
+        tlogit = torch.bmm(flow_f.to(dt).reshape(nb, d, -1).transpose(1, 2), flow_b.to(dt).reshape(nb, d, -1))
+        temporal = (tlogit * mask).sum(-1).sum(-1) / (msum + _EPS)
+        loss = -2.0 * (spatial_weight * spatial.mean() + temporal_weight * temporal.mean())
     return (loss, _stats(spatial, temporal, msum.round().long())) if return_stats else loss
 
 
 def normalized(x: torch.Tensor) -> torch.Tensor:
     """Per-pixel channel L2 normalisation of ``[N, C, H, W]`` (docs/method.md, "Model"), computed in at least
-    float32 (fp16 activations under AMP are upcast; float64 stays float64)."""
-    return F.normalize(x.to(_acc_dtype(x)), dim=1)
+    float32 with autocast disabled (float16/bfloat16 activations under AMP are upcast first, so
+    neither the squares nor the ``1e-12`` floor of :func:`torch.nn.functional.normalize`
+    underflow; float64 stays float64). Returns the same shape, unit norm over channels."""
+    with _full_precision(x):
+        return F.normalize(x.to(_acc_dtype(x)), dim=1)

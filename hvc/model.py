@@ -1,20 +1,20 @@
-"""The HVC training model (HVC_METHOD.md section 2): online and EMA target encoders, projector,
-predictor and flow head, with the hybrid loss of section 3.
+"""The HVC training model (docs/method.md, "Model"): online and EMA target encoders, projector,
+predictor and flow head, with the hybrid loss of docs/method.md "Loss".
 
-State-dict prefixes follow the reference (section 4): ``online_encoder.``, ``target_encoder.``,
+State-dict prefixes follow the reference (docs/method.md "Checkpoints and encoder files"): ``online_encoder.``, ``target_encoder.``,
 ``online_space_projector.``, ``target_space_projector.``, ``space_predictor.``, ``flow.``; the
 encoders use plain torchvision ResNet-18 key names (``conv1.weight``, ``layer1.0.bn1.*``, ...).
 Two buffers hold the EMA schedule, ``ema_step`` (k) and ``ema_total_steps`` (K), so a
-checkpoint restores the momentum schedule (the reference does not save k: bug 4).
+checkpoint restores the momentum schedule (the reference does not save k: docs/method.md, "Differences from the public code").
 
 No dummy forward pass is run to infer shapes (the reference's ``infer_dims`` pulls every BN's
-running statistics towards a zero image: bug 5); channel counts are known analytically.
+running statistics towards a zero image: docs/method.md, "Differences from the public code"); channel counts are known analytically.
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -22,12 +22,12 @@ from torch import nn
 from .backbone import ResNetStride8
 from .loss import DEFAULT_POS_RADIUS, dense_hybrid_loss, hybrid_loss, normalized
 
-#: EMA base momentum m0 (section 2 / section 3 table).
+#: EMA base momentum m0 (docs/method.md "Model").
 DEFAULT_EMA_BASE = 0.99
 
 
 def ema_momentum(step: int, total_steps: int, base: float = DEFAULT_EMA_BASE) -> float:
-    """Cosine EMA momentum ``m_k = 1 - (1 - m0) (cos(pi k / K) + 1) / 2`` (section 2).
+    """Cosine EMA momentum ``m_k = 1 - (1 - m0) (cos(pi k / K) + 1) / 2`` (docs/method.md "Model").
 
     ``step`` (k) is clamped to ``[0, K]``, so m goes from ``m0`` at k = 0 to 1 at k = K and stays
     there (the reference's formula would decrease again after K).
@@ -44,7 +44,7 @@ def ema_momentum(step: int, total_steps: int, base: float = DEFAULT_EMA_BASE) ->
 
 
 class ProjBlock(nn.Module):
-    """Residual 1x1-conv head used as projector and predictor (section 2, reference ProjBlock).
+    """Residual 1x1-conv head used as projector and predictor (docs/method.md "Model", reference ProjBlock).
 
     ``r = LeakyReLU(BN(conv1(x)))``, ``o = LeakyReLU(BN(conv2(r) + r))``, ``out = conv3(o)``;
     all convs 1x1 with bias; LeakyReLU slope 0.01. ``[N, in_dim, h, w] -> [N, out_dim, h, w]``.
@@ -67,7 +67,7 @@ class ProjBlock(nn.Module):
 
 
 class FlowHead(nn.Module):
-    """Pseudo-flow head (section 2, reference ``Flow``): 2-channel map from two feature maps.
+    """Pseudo-flow head (docs/method.md "Model", reference ``Flow``): 2-channel map from two feature maps.
 
     ``forward(q, k)``: ``q, k [N, C, h, w]`` -> ``[N, 2, h, w]`` =
     ``BN(conv1x1(ReLU(BN(conv1x1(cat(q, k))))))``, no final activation. The channel
@@ -90,16 +90,18 @@ class FlowHead(nn.Module):
 
 
 class HVCModel(nn.Module):
-    """Online/target networks and the symmetric hybrid loss (HVC_METHOD.md sections 2-3).
+    """Online/target networks and the symmetric hybrid loss (docs/method.md, "Model" and "Loss").
 
     Args:
         total_steps: K of the EMA schedule (steps per epoch x epochs).
         pos_radius: positive radius of the loss (0.1).
         ema_base: m0 (0.99).
-        proj_dim, proj_hidden, pred_hidden: 256 / 256 / 256 (section 3 table).
+        proj_dim, proj_hidden, pred_hidden: 256 / 256 / 256 (docs/method.md "Loss").
         loss_impl: ``"sparse"`` (:func:`hvc.loss.hybrid_loss`) or ``"dense"`` (the reference's
             formulation, for benchmarks).
-        zero_init_residual: start every BasicBlock's last BN gamma at 0 (section 2).
+        spatial_weight, temporal_weight: weights of the static (spatial) and dynamic (temporal)
+            terms of the hybrid loss; 1 and 1 in the paper (other values are for ablations).
+        zero_init_residual: start every BasicBlock's last BN gamma at 0 (docs/method.md "Model").
 
     Raises:
         ValueError: unknown ``loss_impl`` or ``total_steps`` < 1.
@@ -107,7 +109,7 @@ class HVCModel(nn.Module):
 
     def __init__(self, total_steps: int, pos_radius: float = DEFAULT_POS_RADIUS, ema_base: float = DEFAULT_EMA_BASE,
                  proj_dim: int = 256, proj_hidden: int = 256, pred_hidden: int = 256, loss_impl: str = "sparse",
-                 zero_init_residual: bool = True):
+                 zero_init_residual: bool = True, spatial_weight: float = 1.0, temporal_weight: float = 1.0):
         super().__init__()
         if loss_impl not in ("sparse", "dense"):
             raise ValueError(f"loss_impl must be 'sparse' or 'dense', got {loss_impl!r}")
@@ -117,8 +119,10 @@ class HVCModel(nn.Module):
         self.pos_radius = float(pos_radius)
         self.ema_base = float(ema_base)
         self.loss_impl = loss_impl
+        self.spatial_weight = float(spatial_weight)
+        self.temporal_weight = float(temporal_weight)
         self.online_encoder = ResNetStride8("layer4", zero_init_residual=zero_init_residual)
-        feat_dim = self.online_encoder.out_channels  # 512, known without a forward pass (bug 5)
+        feat_dim = self.online_encoder.out_channels  # 512, known without a forward pass (see docs/method.md, "Differences from the public code")
         self.online_space_projector = ProjBlock(feat_dim, proj_hidden, proj_dim)
         self.space_predictor = ProjBlock(proj_dim, pred_hidden, proj_dim)
         self.flow = FlowHead(2 * proj_dim, pred_hidden, 2)
@@ -126,6 +130,7 @@ class HVCModel(nn.Module):
         self.target_space_projector = copy.deepcopy(self.online_space_projector).requires_grad_(False)
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("ema_total_steps", torch.tensor(int(total_steps), dtype=torch.long))
+        self.total_steps = int(total_steps)  # K on the host (the buffer is the checkpointed copy)
 
     # -- parameters -------------------------------------------------------------------------------
     def online_parameters(self) -> List[nn.Parameter]:
@@ -142,15 +147,23 @@ class HVCModel(nn.Module):
         return ema_momentum(int(self.ema_step), int(self.ema_total_steps), self.ema_base)
 
     @torch.no_grad()
-    def momentum_update(self) -> float:
+    def momentum_update(self, step: Optional[int] = None) -> float:
         """EMA update of the target parameters, then ``k += 1``; returns the m_k used.
 
         ``theta_t <- m_k theta_t + (1 - m_k) theta_o`` over the encoder and projector
         *parameters* (BN buffers are not averaged, as in the reference). The reference runs it
         inside ``forward`` just before the target pass (model.py:201); the trainer calls it
         right before :meth:`forward`, which is equivalent.
+
+        Args:
+            step: k when the caller knows it (the trainer's step count, equal to the
+                ``ema_step`` buffer): m_k is then computed without reading the buffers, which
+                on a GPU would wait for the device (two synchronisations per step).
         """
-        m = self.momentum()
+        if step is None:
+            m = self.momentum()
+        else:
+            m = ema_momentum(step, self.total_steps, self.ema_base)
         target, online = self._ema_pairs()
         torch._foreach_mul_(target, m)
         torch._foreach_add_(target, online, alpha=1.0 - m)
@@ -169,7 +182,8 @@ class HVCModel(nn.Module):
         flow_f = normalized(self.flow(q, k))
         flow_b = normalized(self.flow(k, q))
         fn = hybrid_loss if self.loss_impl == "sparse" else dense_hybrid_loss
-        return fn(q, k, flow_f, flow_b, coord_q, coord_k, self.pos_radius, return_stats=True)
+        return fn(q, k, flow_f, flow_b, coord_q, coord_k, self.pos_radius, return_stats=True,
+                  spatial_weight=self.spatial_weight, temporal_weight=self.temporal_weight)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, coord1: torch.Tensor,
                 coord2: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -181,7 +195,8 @@ class HVCModel(nn.Module):
             coord1, coord2: boxes ``[N, 4]`` or ``[B, T, 4]`` (see :mod:`hvc.data.crops`).
 
         Returns:
-            dict: ``loss`` (scalar with grad, range [-8, 8], minimised), and detached scalars
+            dict: ``loss`` (float32 scalar with grad, also under autocast; range [-8, 8] for unit
+            term weights, minimised), and detached scalars
             ``spatial``/``temporal`` (mean over both directions of mean_N S / mean_N T),
             ``num_pos`` (mean positives per sample), ``no_pos_frac``.
 

@@ -62,3 +62,82 @@ def test_run_train_sh_defaults_data_and_passes_arguments(tmp_path):
     res = subprocess.run(["bash", str(REPO / "scripts" / "run_train.sh"), "--output-dir", "o"],
                          env={**env, "PYTHON": "echo"}, capture_output=True, text=True, check=True, cwd=REPO)
     assert res.stdout.split()[2:4] == ["--data", "./data/unlabeled-video"]
+
+
+def test_preset_sets_defaults_and_explicit_flags_override():
+    from hvc.presets import PRESETS
+    from hvc.train import parse_args
+
+    base = ["--data", "d", "--output-dir", "o"]
+    args = parse_args([*base, "--preset", "cpu-1h"])
+    assert args.preset == "cpu-1h"
+    for dest, value in PRESETS["cpu-1h"].items():
+        assert getattr(args, dest) == value, dest
+    assert (args.batch_size, args.img_size, args.steps, args.threads) == (16, 128, 1500, 2)
+    over = parse_args([*base, "--preset", "cpu-1h", "--img-size", "64", "--batch-size=8"])
+    assert (over.img_size, over.batch_size, over.steps) == (64, 8, 1500)
+    # --epochs without --steps replaces the preset's step count
+    ep = parse_args([*base, "--preset", "cpu-1h", "--epochs", "3"])
+    assert ep.steps is None and ep.epochs == 3 and ep.img_size == 128
+    assert parse_args(base).preset is None and parse_args(base).batch_size == 128
+    # every preset key is a real flag destination
+    dests = {a.dest for a in build_parser()._actions}
+    for name, values in PRESETS.items():
+        assert set(values) <= dests, name
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--preset", "gpu-1year"])
+
+
+def test_new_flags_defaults_are_the_papers_and_are_validated(tmp_path, capsys):
+    args = build_parser().parse_args(["--data", "d", "--output-dir", "o"])
+    assert list(args.crop_scale) == [0.0, 1.0] and (args.spatial_weight, args.temporal_weight) == (1.0, 1.0)
+    assert args.amp_dtype == "float16" and args.channels_last is None and args.sync_bn is False
+    assert args.workers is None and args.snapshot_steps is None and args.snapshot_every_min is None
+    assert build_parser().parse_args(["--data", "d", "--output-dir", "o", "--snapshot-steps", "30,10,10"]
+                                     ).snapshot_steps == [10, 30]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "d", "--output-dir", "o", "--snapshot-steps", "0,5"])
+    cases = [(["--crop-scale", "0.5", "0.2"], "--crop-scale"), (["--crop-scale", "0", "0"], "--crop-scale"),
+             (["--spatial-weight", "-1"], "--spatial-weight"),
+             (["--spatial-weight", "0", "--temporal-weight", "0"], "both 0"),
+             (["--snapshot-every-min", "0"], "--snapshot-every-min"), (["--cache-mb", "-1"], "--cache-mb"),
+             (["--sync-bn", "--device", "cpu"], "--sync-bn needs CUDA")]
+    for k, (extra, message) in enumerate(cases):
+        assert train_main(["--data", "x", "--output-dir", str(tmp_path / f"o{k}"), *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+
+
+def test_precision_and_workers_resolution():
+    import torch
+
+    from hvc.train import DistContext, default_workers, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu, True, "float16", True).name == "float32"  # float16 autocast: CUDA only
+    assert resolve_precision(cpu, True, "float16", None).channels_last is False  # auto: CUDA only
+    assert resolve_precision(cpu, True, "float16", True).channels_last is True
+    bf = resolve_precision(cpu, True, "bfloat16", False)
+    assert bf.name == "bf16" and not bf.grad_scaler and bf.autocast_dtype == torch.bfloat16
+    assert resolve_precision(cpu, False, "bfloat16", False).name == "float32"
+    with bf.autocast():
+        assert torch.is_autocast_enabled("cpu")
+    with resolve_precision(cpu, True, "float16", False).autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    assert default_workers(cpu, DistContext()) == 0
+    assert 1 <= default_workers(torch.device("cuda", 0), DistContext(0, 2, 0, 2)) <= 8
+
+
+def test_run_train_sh_starts_torchrun_with_nproc_per_node(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    env = {"HVC_DATA_ROOT": str(root)}
+    out = run_wrapper(["--output-dir", "o", "--nproc-per-node", "2", "--preset", "cpu-1h"], env)
+    assert out == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hvc.train",
+                   "--data", f"{root}/unlabeled-video", "--output-dir", "o", "--preset", "cpu-1h"]
+    multi = run_wrapper(["--nproc-per-node=4", "--data", "/d"],
+                        {**env, "HVC_TORCHRUN_ARGS": "--nnodes 2 --node_rank 1 --rdzv_endpoint h:29500"})
+    assert multi == ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1", "--rdzv_endpoint", "h:29500",
+                     "--nproc_per_node", "4", "-m", "hvc.train", "--data", "/d"]
+    bad = subprocess.run(["bash", str(REPO / "scripts" / "run_train.sh"), "--nproc-per-node", "two"],
+                         env={**os.environ, "PYTHON": "echo"}, capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "positive integer" in bad.stderr

@@ -1,5 +1,4 @@
-"""Coordinate-aware crops map back to the pixels they came from (../shared/docs/HVC_METHOD.md
-section 1; convention in hvc.data.crops)."""
+"""Coordinate-aware crops map back to the pixels they came from (docs/method.md, "Training data"; convention in hvc.data.crops)."""
 from __future__ import annotations
 
 import random

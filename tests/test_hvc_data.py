@@ -1,5 +1,5 @@
 """Training data: corrupt files, image presets, video index/clips, resumable shuffling
-(../shared/docs/HVC_METHOD.md section 1)."""
+(docs/method.md, "Training data")."""
 from __future__ import annotations
 
 import warnings
@@ -135,3 +135,55 @@ def test_video_index_errors_name_the_file(tmp_path):
         VideoFrameDataset(tmp_path, index_csv=wrong, size=8)
     with pytest.raises(FileNotFoundError, match="JPEGImages"):
         VideoFrameDataset(tmp_path / "nowhere", size=8)
+
+
+def test_frame_cache_gives_the_same_items(tmp_path):
+    """Cached frames (filled on first read, or by preload) give exactly the uncached crops; the
+    cache stops at its byte budget; unreadable files are not cached and are still skipped."""
+    make_videos(tmp_path, {"a": (0, 5), "b": (0, 4)})
+    (tmp_path / "JPEGImages" / "b" / "00002.jpg").write_bytes(b"not a jpeg")
+    plain = VideoFrameDataset(tmp_path, clip_len=2, index_csv=tmp_path / "i.csv", size=8)
+    lazy = VideoFrameDataset(tmp_path, clip_len=2, index_csv=tmp_path / "i.csv", size=8, cache_bytes=10**6)
+    pre = VideoFrameDataset(tmp_path, clip_len=2, index_csv=tmp_path / "i.csv", size=8, cache_bytes=10**6)
+    assert pre.preload(threads=2) == (8, 8 * 12 * 10 * 3)  # 9 frames, one unreadable
+    assert lazy.cached_frames == 0
+    keys = [(i, 100 + i) for i in range(plain.num_items())] * 2  # second pass: lazy reads its cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorruptImageWarning)
+        for key in keys:
+            a, b, c = plain[key], lazy[key], pre[key]
+            for name in ("view1", "view2", "coord1", "coord2", "index", "skipped"):
+                assert torch.equal(a[name], b[name]) and torch.equal(a[name], c[name]), (key, name)
+    # b/00003 is only read in the clip (b/00002, b/00003), which fails on its first frame
+    assert lazy.cached_frames == 7 and pre.cached_frames == 8
+    assert lazy.num_skipped == plain.num_skipped > 0
+    small = VideoFrameDataset(tmp_path, index_csv=tmp_path / "i.csv", size=8, cache_bytes=3 * 12 * 10 * 3)
+    assert small.preload() == (3, 3 * 360) and small.cached_bytes <= small.cache_bytes
+    assert VideoFrameDataset(tmp_path, index_csv=tmp_path / "i.csv", size=8).preload() == (0, 0)
+
+
+def test_sampler_shards_global_batches_over_ranks(tmp_path):
+    """Rank r of W takes slice r of every global batch: the union of the ranks' step-k batches
+    is the single-process step-k batch, for every epoch and after a resume."""
+    for k in range(11):
+        write_jpg(tmp_path / f"{k}.jpg", k, size=(8, 8))
+    ds = StaticImageDataset(tmp_path, image_sets=[], image_dirs=[tmp_path], size=8)
+    single = EpochSampler(ds, seed=5, batch_size=4)
+    ranks = [EpochSampler(ds, seed=5, rank=r, world_size=2, batch_size=4) for r in range(2)]
+    for epoch, start in ((0, 0), (1, 0), (3, 4)):
+        for s in (single, *ranks):
+            s.set_epoch(epoch, start)
+        full = list(single)
+        assert len(full) == len(single) == (8 - start)  # 11 items: two complete batches of 4
+        order, seeds = EpochSampler(ds, seed=5).epoch_keys(epoch)
+        assert full == list(zip(order.tolist(), seeds.tolist()))[start:8]
+        parts = [list(s) for s in ranks]
+        assert all(len(p) == len(s) == (8 - start) // 2 for p, s in zip(parts, ranks))
+        for g in range(len(full) // 4):
+            assert parts[0][2 * g:2 * g + 2] + parts[1][2 * g:2 * g + 2] == full[4 * g:4 * g + 4]
+    with pytest.raises(ValueError, match="multiple of the world size"):
+        EpochSampler(ds, seed=5, rank=0, world_size=2, batch_size=3)
+    with pytest.raises(ValueError, match="rank 2"):
+        EpochSampler(ds, seed=5, rank=2, world_size=2, batch_size=4)
+    with pytest.raises(ValueError, match="multiple of the global batch"):
+        single.set_epoch(0, 2)

@@ -143,3 +143,78 @@ def test_bad_inputs_raise():
         hybrid_loss(q, q, f, f, box[:1], box)
     with pytest.raises(ValueError, match="x2 < x1"):
         hybrid_loss(q, q, f, f, torch.tensor([[0.5, 0.0, 0.1, 1.0]] * 2), box)
+
+
+# ---------------------------------------------------------------------------------------------
+# mixed precision: the loss is accumulated in float32 under autocast and for half inputs
+# ---------------------------------------------------------------------------------------------
+def overlapping_boxes(gen, n, dtype=torch.float32):
+    """Boxes whose second view is a small shift of the first (many positives), last sample disjoint."""
+    cq = random_boxes(gen, n, min_size=0.5)
+    ck = (cq + 0.002).clamp(0, 1)
+    far_a, far_b = disjoint_pair(1)
+    cq[-1], ck[-1] = far_a[0].double(), far_b[0].double()
+    return cq.to(dtype), ck.to(dtype)
+
+
+@pytest.mark.parametrize("fn", [hybrid_loss, dense_hybrid_loss])
+def test_loss_under_cpu_bfloat16_autocast_is_float32_and_unchanged(fn):
+    gen = torch.Generator().manual_seed(21)
+    q, k, ff, fb = make_inputs(gen, 4, 16, 8, 8, torch.float32)
+    cq, ck = overlapping_boxes(gen, 4)
+    ref, ref_stats = fn(q, k, ff, fb, cq, ck, return_stats=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, stats = fn(q, k, ff, fb, cq, ck, return_stats=True)
+    assert got.dtype == torch.float32 and stats["spatial"].dtype == torch.float32
+    # autocast is off inside the loss: the dense form's bmm would otherwise run in bfloat16
+    assert float(got) == float(ref)
+    assert float(stats["no_pos_frac"]) == float(ref_stats["no_pos_frac"]) == 0.25
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_accumulated_in_float32(half):
+    """Half-precision activations (what the network emits under autocast): the per-sample sums
+    over ~40 k positive pairs, the 1e-6 guard and the result are float32, so the loss equals the
+    float64 computation on the same (rounded) inputs; a float16 accumulation would be off by
+    ~1e-3 relative."""
+    gen = torch.Generator().manual_seed(22)
+    n, c, h, w = 3, 16, 32, 32
+    inputs = [t.to(half) for t in make_inputs(gen, n, c, h, w, torch.float64)]
+    cq, ck = overlapping_boxes(gen, n)
+    radius = 2.5  # ~20 positives per cell, up to ~20 k per sample
+    for fn in (hybrid_loss, dense_hybrid_loss):
+        got, stats = fn(*inputs, cq, ck, radius, return_stats=True)
+        want = fn(*[t.double() for t in inputs], cq.double(), ck.double(), radius)
+        assert got.dtype == torch.float32 and torch.isfinite(got)
+        assert float(stats["num_pos"]) > 10_000 and float(stats["no_pos_frac"]) == pytest.approx(1 / 3)
+        assert float(got) == pytest.approx(float(want), rel=1e-5), fn.__name__
+
+
+def test_normalized_upcasts_half_precision_features():
+    """Tiny half-precision features (squares below float16's smallest subnormal) still give
+    float32 unit vectors; under autocast the result stays float32."""
+    from hvc.loss import normalized
+
+    x = (1e-4 * torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(3))).to(torch.float16)
+    for ctx in (torch.autocast("cpu", dtype=torch.bfloat16, enabled=False),
+                torch.autocast("cpu", dtype=torch.bfloat16)):
+        with ctx:
+            y = normalized(x)
+        assert y.dtype == torch.float32 and torch.isfinite(y).all()
+        assert torch.allclose(y.norm(dim=1), torch.ones(2, 4, 4), atol=1e-5)
+        assert torch.allclose(y, torch.nn.functional.normalize(x.double(), dim=1).float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("ws,wt", [(1.0, 0.0), (0.0, 1.0), (0.5, 2.0)])
+def test_term_weights(ws, wt):
+    """``L = -2 (w_s mean S + w_t mean T)``; (1, 1) is the paper's loss; both forms agree."""
+    gen = torch.Generator().manual_seed(23)
+    q, k, ff, fb = make_inputs(gen, 4, 8, 8, 8, torch.float64)
+    cq, ck = overlapping_boxes(gen, 4, torch.float64)
+    base, stats = hybrid_loss(q, k, ff, fb, cq, ck, return_stats=True)
+    assert float(base) == pytest.approx(-2 * float(stats["spatial"] + stats["temporal"]), rel=1e-12)
+    weighted = hybrid_loss(q, k, ff, fb, cq, ck, spatial_weight=ws, temporal_weight=wt)
+    assert float(weighted) == pytest.approx(-2 * (ws * float(stats["spatial"]) + wt * float(stats["temporal"])),
+                                            rel=1e-12)
+    dense = dense_hybrid_loss(q, k, ff, fb, cq, ck, spatial_weight=ws, temporal_weight=wt)
+    assert float(dense) == pytest.approx(float(weighted), rel=1e-9)

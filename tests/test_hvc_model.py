@@ -1,4 +1,4 @@
-"""HVC model: EMA schedule, gradient flow, shapes (../shared/docs/HVC_METHOD.md section 2)."""
+"""HVC model: EMA schedule, gradient flow, shapes (docs/method.md, "Model")."""
 from __future__ import annotations
 
 import math
@@ -99,3 +99,20 @@ def test_forward_accepts_clips_and_rejects_bad_shapes():
         model(v[:, 0], v, c, c)
     with pytest.raises(ValueError, match="boxes"):
         model(v[:, 0], v[:, 0], c[0], c[0])  # 2 boxes for 1 view
+
+
+def test_momentum_update_with_a_known_step_equals_reading_the_buffer():
+    """The trainer passes k (its step count) so the GPU buffers need not be read; same update."""
+    torch.manual_seed(0)
+    a = HVCModel(total_steps=5)
+    b = HVCModel(total_steps=5)
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        for m in (a, b):
+            for p in m.online_encoder.parameters():
+                p.add_(0.5)
+    for k in range(3):
+        assert a.momentum_update() == b.momentum_update(k) == pytest.approx(ema_momentum(k, 5))
+    assert int(a.ema_step) == int(b.ema_step) == 3
+    for pa, pb in zip(a.target_encoder.parameters(), b.target_encoder.parameters()):
+        assert torch.equal(pa, pb)

@@ -1,7 +1,7 @@
 """Coordinate-aware random resized crops and the training normalisation.
 
-HVC (HVC_METHOD.md section 1) trains on two independent random resized crops of the same
-frame; the loss (section 3) needs to know where each crop came from in the original image, so
+HVC (docs/method.md, "Training data") trains on two independent random resized crops of the same
+frame; the loss (docs/method.md "Loss") needs to know where each crop came from in the original image, so
 each crop is returned with its box ``[x1, y1, x2, y2]`` in normalised coordinates of the
 **original** image.
 
@@ -16,7 +16,7 @@ so ``x2 - x1 = w / W`` exactly. This is the convention of the resize itself (tor
 bilinear with ``align_corners=False``): output pixel ``u`` of an ``S``-pixel-wide crop has its
 centre at normalised ``x = x1 + (u + 0.5) (x2 - x1) / S``, so a bin of 8 crop pixels
 ``[8c, 8c + 8)`` has its centre at ``x1 + (c + 0.5) (x2 - x1) / G`` (``G = S / 8``), the formula of
-the loss (section 3). (That formula, kept from the paper, takes a feature cell to be its bin; the
+the loss (docs/method.md "Loss"). (That formula, kept from the paper, takes a feature cell to be its bin; the
 receptive field of a zero-padded ResNet cell is centred near crop pixel ``8c`` instead, 3.5 pixels
 earlier, in the reference as here.) The reference uses ``x1 = j / (W - 1)``,
 ``x2 = (j + w - 1) / (W - 1)`` (pixel *centres*, core/transform_coord.py:162), which is off by
@@ -28,7 +28,7 @@ Normalisation (deliberately different from the public reference)
 -----------------------------------------------------------------
 The reference normalises training crops with **CIFAR-10** constants, mean (0.4914, 0.4822,
 0.4465), std (0.2023, 0.1994, 0.2010) (train_vid.py / train_img.py), while inference uses the
-ImageNet constants (section 5). We train with the **ImageNet** mean/std, i.e. exactly what
+ImageNet constants (docs/method.md "Label propagation"). We train with the **ImageNet** mean/std, i.e. exactly what
 inference feeds the encoder, so train and test inputs have the same statistics.
 
 Crops are produced as ``uint8`` tensors (4x less inter-process traffic from the data-loader
@@ -52,7 +52,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 REFERENCE_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 REFERENCE_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
-#: Defaults of HVC (HVC_METHOD.md section 1 / section 3 table): area fraction ~ U(0, 1),
+#: Defaults of HVC (docs/method.md, "Training data"; the public code's defaults): area fraction ~ U(0, 1),
 #: aspect ratio log-uniform in [3/4, 4/3].
 DEFAULT_SCALE = (0.0, 1.0)
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -149,7 +149,7 @@ def crop_pixel_to_source(coords: torch.Tensor, out_size: Tuple[int, int], width:
 
 
 class RandomResizedCropCoord:
-    """Random resized crop that also returns the crop box (HVC_METHOD.md section 1).
+    """Random resized crop that also returns the crop box (docs/method.md, "Training data").
 
     ``crop(img, rng) -> (out, coords)``: ``img`` is a PIL image or a ``[C, H, W]`` tensor;
     ``out`` has the same type, resized to ``size`` (bilinear, antialiased when shrinking,
@@ -190,7 +190,7 @@ class RandomResizedCropCoord:
 
 
 def two_view_crops(img: Image.Image, crop: RandomResizedCropCoord, rng: random.Random):
-    """Two independent coordinate-aware crops of one RGB image (section 1).
+    """Two independent coordinate-aware crops of one RGB image (docs/method.md "Training data").
 
     Returns:
         ``(view1, view2, coord1, coord2)``: ``uint8`` tensors ``[3, S_h, S_w]`` and float32

@@ -1,17 +1,24 @@
 """Static-image training data (COCO, PASCAL VOC, MSRA10k or any image folder), and the pieces
 shared with the video dataset: robust decoding, two-view items and a resumable sampler.
 
-HVC_METHOD.md section 1 ("Static images"): the reference globs ``<root>/JPEGImages/COCO/*.jpg``
-(MSRA10K and PASCAL commented out; and a loop bug would have kept only the last set, bug 3),
+docs/method.md, "Training data": the reference globs ``<root>/JPEGImages/COCO/*.jpg``
+(MSRA10K and PASCAL commented out; and a loop bug would have kept only the last set, docs/method.md, "Differences from the public code"),
 gives each image two independent coordinate-aware crops (T = 1), and **never shuffles**
-(bug 2). Here any number of folders are combined, the order is reshuffled every epoch from
+(see docs/method.md, "Differences from the public code"). Here any number of folders are combined, the order is reshuffled every epoch from
 ``(seed, epoch)``, and a file that fails to decode is named in a warning, skipped and counted.
 
 Every dataset item is addressed by a key ``(index, seed)``: ``seed`` drives the crops of that
 item, and :class:`EpochSampler` derives both the order and the seeds from ``(seed, epoch)``.
-So the data of step ``k`` depends only on ``(seed, k)`` -- not on the number of workers nor on
-whether the run was interrupted and resumed (the reference checkpoints only the epoch,
-HVC_METHOD.md section 4, so a resumed run restarts its epoch with new data).
+So the data of step ``k`` depends only on ``(seed, k)`` -- not on the number of workers, nor on
+the number of processes of a distributed run (each rank takes its slice of every global batch),
+nor on whether the run was interrupted and resumed (the reference checkpoints only the epoch,
+docs/method.md, "Checkpoints and encoder files", so a resumed run restarts its epoch with new data).
+
+Decoded frames can be kept in memory (``cache_bytes``): as ``uint8 [H, W, 3]`` arrays, either
+filled as frames are first read (:meth:`TwoViewDataset.__getitem__`) or all at once by
+:meth:`TwoViewDataset.preload` -- in the main process, before data-loader workers fork, so
+the workers share the arrays' memory instead of each holding a copy. A cached frame gives
+exactly the crops of a decoded one (same pixels, same PIL resize).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import hashlib
 import os
 import random
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -35,7 +43,7 @@ PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 #: Presets: name -> (candidate folders relative to the data root, tried in order; extensions).
-#: The first candidate is the reference's layout (``<root>/JPEGImages/<NAME>``, section 1); the
+#: The first candidate is the reference's layout (``<root>/JPEGImages/<NAME>``, docs/method.md "Training data"); the
 #: others are the official release layouts. MSRA10K keeps its ground-truth PNGs next to the
 #: JPEGs, hence ``.jpg`` only.
 IMAGE_PRESETS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
@@ -116,7 +124,7 @@ def fingerprint(lines: Sequence[str]) -> str:
 
 
 class TwoViewDataset(Dataset):
-    """Base class: items of ``T`` frames, each frame cropped twice (HVC_METHOD.md section 1).
+    """Base class: items of ``T`` frames, each frame cropped twice (docs/method.md, "Training data").
 
     Subclasses implement :meth:`num_items`, :meth:`item_paths`, :meth:`epoch_indices` and
     :meth:`epoch_length`. ``dataset[(index, seed)]`` (or ``dataset[index]``, seed = index)
@@ -131,15 +139,26 @@ class TwoViewDataset(Dataset):
 
     An unreadable item is replaced by the next one (``index + 1``, wrapping), deterministically.
 
+    Args:
+        size: crop side ``S``, pixels.
+        scale: range of the crop area as a fraction of the frame area (paper: (0, 1)).
+        ratio: range of the crop aspect ratio w/h (paper: (3/4, 4/3)).
+        max_skips: give up after this many consecutive unreadable items.
+        cache_bytes: keep decoded frames in memory up to this many bytes of ``uint8`` RGB
+            (0: no cache). Frames are added as they are first read, or by :meth:`preload`.
+
     Raises (from ``__getitem__``):
         RuntimeError: ``max_skips`` consecutive items were unreadable (the files are named).
     """
 
     def __init__(self, size: int = 256, scale: Sequence[float] = DEFAULT_SCALE,
-                 ratio: Sequence[float] = DEFAULT_RATIO, max_skips: int = 32):
+                 ratio: Sequence[float] = DEFAULT_RATIO, max_skips: int = 32, cache_bytes: int = 0):
         self.crop = RandomResizedCropCoord(size, scale, ratio)
         self.max_skips = int(max_skips)
         self.num_skipped = 0  # in this process (workers count separately; see "skipped")
+        self.cache_bytes = max(0, int(cache_bytes))
+        self._cache: Dict[str, np.ndarray] = {}
+        self._cache_used = 0
 
     # -- interface for subclasses -------------------------------------------------------------
     def num_items(self) -> int:
@@ -162,6 +181,73 @@ class TwoViewDataset(Dataset):
         """A string that changes when the dataset's item list changes."""
         raise NotImplementedError
 
+    def frame_paths(self) -> List[Path]:
+        """Every distinct frame file the items read (what :meth:`preload` decodes)."""
+        raise NotImplementedError
+
+    # -- frame cache ---------------------------------------------------------------------------
+    @property
+    def cached_frames(self) -> int:
+        """Number of decoded frames held in memory (in this process)."""
+        return len(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of decoded frames held in memory (in this process)."""
+        return self._cache_used
+
+    def _keep(self, key: str, arr: np.ndarray) -> None:
+        if key not in self._cache and self._cache_used + arr.nbytes <= self.cache_bytes:
+            self._cache[key] = arr
+            self._cache_used += arr.nbytes
+
+    def read_frame(self, path: PathLike) -> Image.Image:
+        """The RGB frame at ``path``: from the cache, or decoded (:func:`load_rgb`) and cached
+        while the cache has room.
+
+        Raises:
+            UnreadableImageError: see :func:`load_rgb`.
+        """
+        key = os.fspath(path)
+        arr = self._cache.get(key)
+        if arr is not None:
+            return Image.fromarray(arr)
+        img = load_rgb(path)
+        if self.cache_bytes:
+            self._keep(key, np.asarray(img))
+        return img
+
+    def preload(self, threads: int = 1) -> Tuple[int, int]:
+        """Decode every frame of :meth:`frame_paths` into the cache, until ``cache_bytes`` is
+        reached (call it before data-loader workers start, so they share the memory).
+
+        Unreadable files are left out (they are warned about and skipped when an item reads
+        them). ``threads`` decoder threads (PIL releases the GIL while decoding).
+
+        Returns:
+            ``(frames cached, bytes cached)``.
+        """
+        if not self.cache_bytes:
+            return 0, 0
+        todo = [os.fspath(p) for p in self.frame_paths() if os.fspath(p) not in self._cache]
+
+        def decode(path: str) -> Optional[np.ndarray]:
+            try:
+                return np.asarray(load_rgb(path))
+            except UnreadableImageError:
+                return None
+
+        chunk = max(1, 4 * max(1, threads))
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for start in range(0, len(todo), chunk):
+                if self._cache_used >= self.cache_bytes:
+                    break
+                part = todo[start:start + chunk]
+                for path, arr in zip(part, pool.map(decode, part)):
+                    if arr is not None:
+                        self._keep(path, arr)
+        return len(self._cache), self._cache_used
+
     # -- shared --------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self.num_items()
@@ -176,7 +262,7 @@ class TwoViewDataset(Dataset):
         for attempt in range(min(self.max_skips, n)):
             idx = (index + attempt) % n
             try:
-                frames = [load_rgb(p) for p in self.item_paths(idx)]
+                frames = [self.read_frame(p) for p in self.item_paths(idx)]
             except UnreadableImageError as exc:
                 self.num_skipped += 1
                 failures.append(str(exc))
@@ -193,14 +279,14 @@ class TwoViewDataset(Dataset):
 
 
 class StaticImageDataset(TwoViewDataset):
-    """Images from any list of folders, each item one image (T = 1), HVC_METHOD.md section 1.
+    """Images from any list of folders, each item one image (T = 1), docs/method.md, "Training data".
 
     Args:
         root: the data root; presets and relative ``image_dirs`` are resolved against it.
         image_sets: preset names (``coco``, ``voc``, ``msra10k``; see :data:`IMAGE_PRESETS`).
         image_dirs: extra folders (relative to ``root`` or absolute), searched recursively for
             :data:`IMAGE_EXTENSIONS`.
-        size, scale, ratio, max_skips: see :class:`TwoViewDataset`.
+        size, scale, ratio, max_skips, cache_bytes: see :class:`TwoViewDataset`.
 
     Raises:
         ValueError: no folder given, or no image found (the folders are named).
@@ -209,8 +295,8 @@ class StaticImageDataset(TwoViewDataset):
 
     def __init__(self, root: PathLike, image_sets: Sequence[str] = ("coco",), image_dirs: Sequence[PathLike] = (),
                  size: int = 256, scale: Sequence[float] = DEFAULT_SCALE, ratio: Sequence[float] = DEFAULT_RATIO,
-                 max_skips: int = 32):
-        super().__init__(size, scale, ratio, max_skips)
+                 max_skips: int = 32, cache_bytes: int = 0):
+        super().__init__(size, scale, ratio, max_skips, cache_bytes)
         self.root = Path(root)
         sources: List[Tuple[Path, Tuple[str, ...], bool]] = []
         for name in image_sets:
@@ -236,11 +322,14 @@ class StaticImageDataset(TwoViewDataset):
     def item_paths(self, index: int) -> List[Path]:
         return [self.files[index]]
 
+    def frame_paths(self) -> List[Path]:
+        return list(self.files)
+
     def epoch_length(self) -> int:
         return len(self.files)
 
     def epoch_indices(self, rng: np.random.Generator) -> np.ndarray:
-        """A fresh permutation of all images every epoch (the reference never shuffles: bug 2)."""
+        """A fresh permutation of all images every epoch (the reference never shuffles: docs/method.md, "Differences from the public code")."""
         return rng.permutation(len(self.files)).astype(np.int64)
 
     def fingerprint(self) -> str:
@@ -248,28 +337,61 @@ class StaticImageDataset(TwoViewDataset):
 
 
 class EpochSampler(Sampler):
-    """Order and crop seeds of every epoch, derived from ``(seed, epoch)`` only; resumable.
+    """Order and crop seeds of every epoch, derived from ``(seed, epoch)`` only; resumable and
+    shardable over the ranks of a distributed run.
 
     ``set_epoch(epoch, start)`` selects the epoch and the first position to yield; iterating
     yields ``(index, item_seed)`` keys for :class:`TwoViewDataset`. The generator of epoch ``e``
     is ``numpy.random.default_rng([seed, e])``: it draws the order (``dataset.epoch_indices``)
-    and then one 63-bit crop seed per position.
+    and then one 63-bit crop seed per position -- the same on every rank.
+
+    With ``batch_size`` (the *global* batch ``B``, split over ``world_size`` ranks), only
+    complete global batches are yielded and rank ``r`` gets positions
+    ``[g B + r B / W, g B + (r + 1) B / W)`` of every global batch ``g``: the ranks' slices of
+    step ``k`` together are exactly the batch a single process trains on at step ``k``.
+    Without it (the default), every position from ``start`` on is yielded.
+
+    Args:
+        dataset: the :class:`TwoViewDataset` to order.
+        seed: seed of the orders and crop seeds.
+        rank, world_size: this process's rank and the number of processes (0, 1 when not
+            distributed).
+        batch_size: the global batch ``B`` (a multiple of ``world_size``), or None.
 
     Raises:
-        ValueError: ``start`` outside ``[0, epoch_length]``.
+        ValueError: ``rank`` outside ``[0, world_size)``, ``batch_size`` not a positive multiple
+            of ``world_size``, ``start`` outside ``[0, epoch_length]`` or (with ``batch_size``)
+            not a multiple of it.
     """
 
-    def __init__(self, dataset: TwoViewDataset, seed: int):
+    def __init__(self, dataset: TwoViewDataset, seed: int, rank: int = 0, world_size: int = 1,
+                 batch_size: Optional[int] = None):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside [0, world size {world_size})")
+        if batch_size is not None and (batch_size < 1 or batch_size % world_size):
+            raise ValueError(f"the global batch {batch_size} must be a positive multiple of the world size "
+                             f"{world_size}")
+        if batch_size is None and world_size > 1:
+            raise ValueError("a sampler shared by several ranks needs the global batch size")
         self.dataset = dataset
         self.seed = int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.epoch = 0
         self.start = 0
 
+    @property
+    def local_batch_size(self) -> Optional[int]:
+        """Items per rank and step (``B / W``), or None without ``batch_size``."""
+        return None if self.batch_size is None else self.batch_size // self.world_size
+
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select epoch ``epoch`` (0-based) and skip its first ``start`` items."""
+        """Select epoch ``epoch`` (0-based) and skip its first ``start`` positions (global)."""
         n = self.dataset.epoch_length()
         if not 0 <= start <= n:
             raise ValueError(f"start position {start} outside [0, {n}]")
+        if self.batch_size is not None and start % self.batch_size:
+            raise ValueError(f"start position {start} is not a multiple of the global batch {self.batch_size}")
         self.epoch, self.start = int(epoch), int(start)
 
     def epoch_keys(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -279,16 +401,23 @@ class EpochSampler(Sampler):
         seeds = rng.integers(0, 2**63 - 1, size=len(order), dtype=np.int64)
         return order, seeds
 
+    def positions(self, length: int) -> range | List[int]:
+        """Positions (of an epoch of ``length``) this rank yields, from ``start`` on."""
+        if self.batch_size is None:
+            return range(self.start, length)
+        b, big = self.local_batch_size, self.batch_size
+        return [g * big + self.rank * b + i for g in range(self.start // big, length // big) for i in range(b)]
+
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         order, seeds = self.epoch_keys(self.epoch)
-        for k in range(self.start, len(order)):
+        for k in self.positions(len(order)):
             yield int(order[k]), int(seeds[k])
 
     def __len__(self) -> int:
-        return self.dataset.epoch_length() - self.start
+        return len(self.positions(self.dataset.epoch_length()))
 
     def state_dict(self) -> Dict[str, int]:
-        """``{"seed", "epoch", "start"}`` (plain ints)."""
+        """``{"seed", "epoch", "start"}`` (plain ints; ``start`` is a global position)."""
         return {"seed": self.seed, "epoch": self.epoch, "start": self.start}
 
 

@@ -1,4 +1,4 @@
-"""Unlabeled video frames in the YouTube-VOS layout (HVC_METHOD.md section 1, "Video").
+"""Unlabeled video frames in the YouTube-VOS layout (docs/method.md, "Training data").
 
 Layout::
 
@@ -149,7 +149,7 @@ def load_video_index(root: PathLike, index_csv: Optional[PathLike] = None) -> Tu
 
 
 class VideoFrameDataset(TwoViewDataset):
-    """Clips of ``clip_len`` frames from unlabeled videos, two crops per frame (section 1).
+    """Clips of ``clip_len`` frames from unlabeled videos, two crops per frame (docs/method.md "Training data").
 
     Args:
         root: folder holding ``JPEGImages/<video>/`` (and optionally ``ytvos.csv``).
@@ -158,7 +158,7 @@ class VideoFrameDataset(TwoViewDataset):
             ``round(30 / frame_rate)`` (reference ``--frame-rate``, default 30).
         clips_per_video: at most this many clips per video per epoch (reference: 80).
         index_csv: index to read, or to write the scanned index to (see :func:`load_video_index`).
-        size, scale, ratio, max_skips: see :class:`hvc.data.images.TwoViewDataset`.
+        size, scale, ratio, max_skips, cache_bytes: see :class:`hvc.data.images.TwoViewDataset`.
 
     Items: ``view1``/``view2`` ``uint8 [T, 3, S, S]``, ``coord1``/``coord2`` ``float32 [T, 4]``.
 
@@ -169,8 +169,8 @@ class VideoFrameDataset(TwoViewDataset):
 
     def __init__(self, root: PathLike, clip_len: int = 1, frame_rate: float = 30, clips_per_video: int = 80,
                  index_csv: Optional[PathLike] = None, size: int = 256, scale: Sequence[float] = DEFAULT_SCALE,
-                 ratio: Sequence[float] = DEFAULT_RATIO, max_skips: int = 32):
-        super().__init__(size, scale, ratio, max_skips)
+                 ratio: Sequence[float] = DEFAULT_RATIO, max_skips: int = 32, cache_bytes: int = 0):
+        super().__init__(size, scale, ratio, max_skips, cache_bytes)
         if clip_len < 1 or frame_rate <= 0 or clips_per_video < 1:
             raise ValueError(f"need clip_len >= 1, frame_rate > 0, clips_per_video >= 1; got "
                              f"{clip_len}, {frame_rate}, {clips_per_video}")
@@ -209,6 +209,11 @@ class VideoFrameDataset(TwoViewDataset):
         e = self.videos[v]
         folder = self.root / "JPEGImages" / e.name
         return [folder / FRAME_TEMPLATE.format(e.first + s + t * self.dilation) for t in range(self.clip_len)]
+
+    def frame_paths(self) -> List[Path]:
+        """Every frame of every video in the index (clips of all lengths read only these)."""
+        return [self.root / "JPEGImages" / e.name / FRAME_TEMPLATE.format(k)
+                for e in self.videos for k in range(e.first, e.first + e.num_frames)]
 
     def epoch_length(self) -> int:
         return int(np.minimum(self.num_clips, self.clips_per_video).sum())
