@@ -22,12 +22,20 @@ public code pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``)
 
 Writes are atomic: the file is written to a temporary name in the same directory, flushed,
 fsynced and moved over the destination with ``os.replace``, so an interrupted save never
-leaves a truncated checkpoint.
+leaves a truncated checkpoint. The object is serialised in memory first and then written with
+ordinary file writes, so that a full disk is reported as ``OSError(ENOSPC)`` naming the file
+(``torch.save`` to a path reports it as ``RuntimeError: ... unexpected pos N vs M``).
+
+Reading: :func:`load_weights_file` is the one ``torch.load`` of every weights file (training
+checkpoints, encoder files, MoCo files); a file that is not one is a :class:`CheckpointError`
+that names it and says what it holds instead.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -41,9 +49,52 @@ TRAIN_FORMAT = "hvc-train-v1"
 ENCODER_FORMAT = "hvc-encoder-v1"
 
 
+class CheckpointError(ValueError):
+    """A weights file does not hold what is needed (the message names the file)."""
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj, path)`` through :func:`atomic_write`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save(obj, path)`` through :func:`atomic_write` (serialised in memory, then written).
+
+    Raises:
+        OSError: the file cannot be written (``ENOSPC`` for a full disk), naming ``path``.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+
+    return atomic_write(path, write)
+
+
+def load_weights_file(path: PathLike, what: str = "weights file") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that say what is wrong.
+
+    Args:
+        path: the file.
+        what: what the caller expects, for messages (``checkpoint``, ``encoder file`` ...).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (``WHAT not found: PATH``).
+        CheckpointError: the file is not a ``torch.save`` file (e.g. text: the message quotes its
+            first bytes), is truncated, or holds objects that ``weights_only`` refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+            raise CheckpointError(f"{path}: not a PyTorch weights file (neither a torch.save zip archive nor a "
+                                  f"pickle; it starts with {head!r}, {path.stat().st_size} bytes)") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot be loaded with torch.load(weights_only=True) "
+                              f"(truncated or not a weights file?): {type(exc).__name__}: {reason}") from exc
 
 
 def load_checkpoint(path: PathLike, expected_format: str = TRAIN_FORMAT) -> Dict[str, Any]:
@@ -51,21 +102,16 @@ def load_checkpoint(path: PathLike, expected_format: str = TRAIN_FORMAT) -> Dict
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a dict with ``"format" == expected_format`` (e.g. a raw
-            reference checkpoint, or an exported encoder passed where a training checkpoint is
-            expected); the message names the file.
+        CheckpointError: (a ValueError) the file is not loadable (:func:`load_weights_file`) or not
+            a dict with ``"format" == expected_format`` (e.g. a raw reference checkpoint, or an
+            exported encoder passed where a training checkpoint is expected); names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot be loaded with torch.load(weights_only=True): {exc}") from exc
+    ckpt = load_weights_file(path, "checkpoint")
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt != expected_format:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: expected a {expected_format!r} checkpoint, found format {fmt!r} (keys {keys})")
+        raise CheckpointError(f"{path}: expected a {expected_format!r} checkpoint, found format {fmt!r} (keys {keys})")
     return ckpt
 
 

@@ -44,16 +44,13 @@ from torch import nn
 from torchvision.models import resnet18
 
 from .backbone import RESNET18_STAGES, ResNetStride8
-from .checkpoint import ENCODER_FORMAT, TRAIN_FORMAT, atomic_torch_save, load_checkpoint, plain
+from .checkpoint import (ENCODER_FORMAT, TRAIN_FORMAT, CheckpointError, atomic_torch_save, load_checkpoint,
+                         load_weights_file, plain)
 from .runtime import run_cli
 from .train import NORMALIZATION
 
 PathLike = Union[str, os.PathLike]
 ENCODER_PREFIX = "online_encoder."
-
-
-class CheckpointError(ValueError):
-    """A weights file does not hold what the encoder needs (the message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -193,12 +190,7 @@ def read_encoder(path: PathLike) -> EncoderFile:
             message says how to export it), not a dict of weights, or a malformed entry.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
+    obj = load_weights_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
     if obj.get("format") == ENCODER_FORMAT:
@@ -219,7 +211,9 @@ def load_state_strict(net: nn.Module, state: Dict[str, torch.Tensor], path: Path
     are dropped and BN ``num_batches_tracked`` counters may be absent.
 
     Raises:
-        CheckpointError: anything else missing or unexpected (names ``path`` and the keys).
+        CheckpointError: anything else missing or unexpected (names ``path`` and the keys), or
+            tensors whose shapes differ from the network's (names ``path``, the first mismatched
+            keys and both shapes, e.g. a ResNet-34's or a wider network's weights).
     """
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     expected = net.state_dict().keys()
@@ -231,6 +225,13 @@ def load_state_strict(net: nn.Module, state: Dict[str, torch.Tensor], path: Path
             f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
             f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})"
         )
+    wanted = net.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(wanted[k].shape)) for k, v in state.items()
+             if isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(wanted[k].shape)]
+    if wrong:
+        shown = "; ".join(f"{k}: file {list(a)} vs network {list(b)}" for k, a, b in wrong[:3])
+        raise CheckpointError(f"{path}: {len(wrong)} tensors have the wrong shape for {type(net).__name__} "
+                              f"(not this architecture?): {shown}{' ...' if len(wrong) > 3 else ''}")
     net.load_state_dict(state, strict=False)
 
 
