@@ -68,13 +68,15 @@ class PropagationConfig:
         """Add one option per field (``--topk``, ..., ``--max-objects``) with its default and help."""
         g = parser.add_argument_group("propagation (docs/method.md, 'Label propagation')")
         d = PropagationConfig()
-        g.add_argument("--topk", type=int, default=d.topk, help=f"candidates per query (default {d.topk})")
+        g.add_argument("--topk", type=int, default=d.topk,
+                       help=f"context positions whose labels each query position averages (default {d.topk})")
         g.add_argument("--temperature", type=float, default=d.temperature,
-                       help=f"softmax temperature over the top-k dot products (default {d.temperature})")
+                       help=f"softmax temperature over the top-k dot products of unit features, no unit "
+                            f"(default {d.temperature})")
         g.add_argument("--radius", type=float, default=d.radius,
-                       help=f"short-term spatial limit, feature-grid cells (strict <; default {d.radius:g})")
+                       help=f"short-term spatial limit in feature-grid cells of 8 pixels (strict <; default {d.radius:g})")
         g.add_argument("--n-context", type=int, default=d.n_context,
-                       help=f"short-term context frames besides frame 0 (default {d.n_context})")
+                       help=f"short-term context, in frames, besides frame 0 (default {d.n_context})")
         g.add_argument("--input-size", type=int, default=d.input_size,
                        help="scale frames so that their short side is this many pixels before feature extraction "
                             "(bilinear; -1 = full resolution, the default); masks are written and scored at full size")

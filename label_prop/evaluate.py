@@ -2,15 +2,22 @@
 
 Usage::
 
-    python -m label_prop.evaluate MODEL BENCHMARK [--sequences a,b] [--results-dir results]
+    bash scripts/run_metrics.sh MODEL BENCHMARK [--sequences a,b | --split dev|heldout] [--results-dir results]
         [--data-root PATH] [--overwrite]
 
-Predictions are palette PNGs ``<results-dir>/MODEL/BENCHMARK/<sequence>/<frame>.png``, one per
-frame, named as the JPEG frames. The ground truth comes from the benchmark (see
-:mod:`label_prop.datasets`); only benchmarks with ground truth for every frame can be scored.
+MODEL is what ``run_test.sh`` was given (``random``, a name, or a ``.pth`` path, which maps to
+its stem: :func:`label_prop.results.model_name`). Predictions are palette PNGs
+``<results-dir>/<model name>/BENCHMARK/<sequence>/<frame>.png``, one per frame of the ground
+truth (:meth:`~label_prop.plans.Benchmark.scored_frames`: the annotated frames, checked
+complete). Only benchmarks with ground truth for every frame can be scored.
 
-Two CSV files are written (atomically) into ``<results-dir>/MODEL/BENCHMARK/``, with the
-columns of ``davis2017-evaluation``'s ``evaluation_method.py``:
+Ground truth whose first frame leaves ids out (e.g. objects 1, 5 and 30) is scored as the
+official code does, objects 1..30, the absent ones scoring J = F = 1 where the prediction leaves
+them empty too; a warning names the absent ids.
+
+Two CSV files are written together (both or neither: :func:`hvc.runtime.atomic_write_all`) into
+``<results-dir>/<model name>/BENCHMARK/``, with the columns of ``davis2017-evaluation``'s
+``evaluation_method.py`` (``-SPLIT`` is added to the names with ``--split``):
 
 * ``global_results.csv``: ``J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay``, each the
   mean over all objects of all sequences;
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -32,17 +40,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hvc.runtime import UsageError, run_cli
+from hvc.runtime import UsageError, atomic_write_all, run_cli
 from label_prop.datasets import Benchmark, get_benchmark, parse_sequences
-from label_prop.io import atomic_write, read_mask
+from label_prop.io import read_mask
 from label_prop.metrics import (
     evaluate_sequence,
     first_frame_objects,
     summarize,
 )
+from label_prop.plans import starting_ids
+from label_prop.results import GLOBAL_CSV, PER_SEQUENCE_CSV, results_csv_paths, results_root  # noqa: F401
 
-GLOBAL_CSV = "global_results.csv"
-PER_SEQUENCE_CSV = "per-sequence_results.csv"
 GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
 PER_SEQUENCE_COLUMNS = ["Sequence", "J-Mean", "F-Mean"]
 
@@ -61,7 +69,7 @@ def _load_sequence(
             object may be written as 1 or as 255 (the DAVIS-2016 on-disk value); other ids are
             errors.
     """
-    frames = [p.stem for p in bench.frames(seq, root)]
+    frames = bench.scored_frames(seq, root)
     seq_dir = pred_dir / seq
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"{bench.name}/{seq}: prediction folder {seq_dir} not found")
@@ -89,6 +97,7 @@ def _load_sequence(
             object_ids = [1] if bench.binary else first_frame_objects(gt)
             if not object_ids:
                 raise ValueError(f"{bench.name}/{seq}: no object in the first-frame annotation {gt_path}")
+            _warn_absent_ids(gt, object_ids, gt_path)
             # DAVIS-2016 stores the object as 255 on disk: a prediction may use 1 or 255 for it
             allowed = {0, 1, 255} if bench.binary else {0, *object_ids}
         pred_path = seq_dir / f"{frame}.png"
@@ -107,6 +116,28 @@ def _load_sequence(
         gts.append(gt)
         preds.append(pred)
     return np.stack(preds), np.stack(gts), object_ids
+
+
+def _warn_absent_ids(gt_first: np.ndarray, object_ids: list[int], gt_path: Path) -> None:
+    """Warn (naming the file and the ids) when ids of ``1..N`` are absent from the first-frame
+    ground truth: the official evaluation scores them anyway (J = F = 1 where the prediction
+    leaves them empty too), which raises the means; our figures keep that computation."""
+    present = set(starting_ids(gt_first, ()))
+    absent = [i for i in object_ids if i not in present]
+    if absent:
+        warnings.warn(f"{gt_path}: object ids {_ranges(absent)} are absent from the first-frame ground truth "
+                      f"(present: {sorted(present)}); as in the official evaluation they are scored as objects "
+                      f"1..{max(object_ids)}, J = F = 1 wherever the prediction leaves them empty too")
+
+
+def _ranges(ids: list[int]) -> str:
+    """``[2, 3, 4, 6, 8, 9]`` -> ``"2-4, 6, 8-9"``."""
+    parts, start = [], ids[0]
+    for a, b in zip(ids, ids[1:] + [None]):
+        if b != a + 1:
+            parts.append(f"{start}-{a}" if a > start else f"{a}")
+            start = b
+    return ", ".join(parts)
 
 
 def evaluate_benchmark(
@@ -169,26 +200,23 @@ def evaluate_benchmark(
     return global_df, per_seq_df
 
 
-def results_csv_paths(out_dir: str | os.PathLike, suffix: str = "") -> tuple[Path, Path]:
-    """``(global_results<suffix>.csv, per-sequence_results<suffix>.csv)`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    return tuple(out_dir / name.replace(".csv", f"{suffix}.csv") for name in (GLOBAL_CSV, PER_SEQUENCE_CSV))
-
-
 def write_results(
     out_dir: str | os.PathLike, global_df: pd.DataFrame, per_seq_df: pd.DataFrame, overwrite: bool = False,
     suffix: str = "",
 ) -> tuple[Path, Path]:
-    """Write ``global_results<suffix>.csv`` and ``per-sequence_results<suffix>.csv`` atomically
-    into ``out_dir`` (``suffix`` is ``-SPLIT`` for a named half, else empty).
+    """Write ``global_results<suffix>.csv`` and ``per-sequence_results<suffix>.csv`` into
+    ``out_dir`` together (``suffix`` is ``-SPLIT`` for a named half, else empty): both temporary
+    files are complete before either replaces its old version, so a failure (a full disk, a
+    read-only folder) leaves the old pair as it was.
 
     Raises:
         FileExistsError: a CSV exists and ``overwrite`` is False (names it, says --overwrite).
+        OSError: the files cannot be written (names the file and the cause).
     """
     paths = results_csv_paths(out_dir, suffix)
     check_writable(out_dir, overwrite, suffix)
-    atomic_write(paths[0], lambda tmp: global_df.to_csv(tmp, index=False))
-    atomic_write(paths[1], lambda tmp: per_seq_df.to_csv(tmp, index=False))
+    atomic_write_all([(paths[0], lambda tmp: global_df.to_csv(tmp, index=False)),
+                      (paths[1], lambda tmp: per_seq_df.to_csv(tmp, index=False))])
     return paths
 
 
@@ -203,10 +231,13 @@ def check_writable(out_dir: str | os.PathLike, overwrite: bool, suffix: str = ""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m label_prop.evaluate",
-        description="Score predicted masks (J, F, J&F) as the official DAVIS evaluation.",
+        prog="bash scripts/run_metrics.sh",
+        description="Score predicted masks (J, F, J&F) as the official DAVIS evaluation "
+                    "(also: python -m label_prop.evaluate).",
     )
-    parser.add_argument("model", metavar="MODEL", help="model name: predictions are in RESULTS_DIR/MODEL/BENCHMARK")
+    parser.add_argument("model", metavar="MODEL",
+                        help="as given to run_test.sh: 'random', a name, or a .pth path (its stem names the folder); "
+                             "predictions are in RESULTS_DIR/<model name>/BENCHMARK")
     parser.add_argument("benchmark", metavar="BENCHMARK", help="benchmark name (davis16, davis17)")
     parser.add_argument("--sequences", default=None, help="comma-separated sequences (default: all)")
     parser.add_argument("--split", default=None, help="a named half of the benchmark instead of --sequences "
@@ -220,14 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    return run_cli("python -m label_prop.evaluate", lambda: _run(args))
+    return run_cli("bash scripts/run_metrics.sh", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     """Score, write the CSVs and print the tables."""
     bench = get_benchmark(args.benchmark)
     sequences = parse_sequences(bench, args.sequences, args.split)
-    out_dir = args.results_dir / args.model / bench.name
+    out_dir = results_root(args.results_dir, args.model, bench.name)
     suffix = f"-{args.split}" if args.split else ""
     check_writable(out_dir, args.overwrite, suffix)
     global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)

@@ -24,7 +24,9 @@ from torch.nn import functional as F
 from torchvision.models import resnet50
 
 from hvc.backbone import ResNetStride8, set_stride_one
+from hvc.checkpoint import load_weights_file
 from hvc.export import IMAGENET, CheckpointError, Normalization, load_encoder, load_state_strict
+from label_prop.results import is_model_path, model_name
 
 __all__ = ["MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",
            "build_encoder", "load_mocov1", "load_resnet18", "random_resnet18", "resolve_model", "scaled_size"]
@@ -150,12 +152,7 @@ def load_mocov1(path: str | os.PathLike) -> ResNet50Layer3:
         CheckpointError: not loadable or keys do not match.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
+    obj = load_weights_file(path, "MoCo weights file")
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a MoCo checkpoint dict")
@@ -179,20 +176,25 @@ def random_resnet18(seed: int = 0) -> ResNetStride8:
 
 
 def resolve_model(model: str, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path | None:
-    """``random`` -> None; a path to an existing file -> that path; else ``checkpoints/MODEL.pth``.
+    """The weights file of a MODEL argument: ``random`` -> None; a weights file path (suffix
+    ``.pth``/``.pt``/``.tar``, :func:`label_prop.results.is_model_path`) -> that path; a name
+    -> ``<checkpoints_dir>/NAME.pth``.
 
     Raises:
-        FileNotFoundError: the resolved file does not exist (names it).
+        FileNotFoundError: the file does not exist (names it; for a name, also how to make one).
+        UsageError: a name that is not a plain folder name (:func:`label_prop.results.model_name`).
     """
     if model == "random":
         return None
-    as_path = Path(model)
-    if as_path.suffix in (".pth", ".pt", ".tar") and as_path.is_file():
-        return as_path
-    path = Path(checkpoints_dir) / f"{model}.pth"
+    if is_model_path(model):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} not found")
+        return path
+    path = Path(checkpoints_dir) / f"{model_name(model)}.pth"
     if not path.is_file():
         raise FileNotFoundError(
-            f"model {model!r}: {path} not found (train and export one, or use 'random')"
+            f"model {model!r}: {path} not found (train and export one, give a .pth path, or use 'random')"
         )
     return path
 
@@ -221,9 +223,11 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of :func:`build_encoder` other than the model (``--checkpoints-dir``,
     ``--moco``, ``--seed``, ``--device``) and ``--threads`` (torch CPU threads)."""
     g = parser.add_argument_group("encoder")
-    g.add_argument("--checkpoints-dir", default="checkpoints", type=Path, help="where MODEL.pth is looked up")
+    g.add_argument("--checkpoints-dir", default="checkpoints", type=Path,
+                   help="where a MODEL name is looked up as NAME.pth (default: checkpoints)")
     g.add_argument("--moco", default=None,
-                   help="optional MoCo-v1 ResNet-50 file merged with the encoder (HVC's MERGE)")
+                   help="optional MoCo-v1 ResNet-50 file merged with the encoder (HVC's MERGE; default: none)")
     g.add_argument("--seed", type=int, default=0, help="seed of the 'random' encoder (default 0)")
-    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, usually one per core)")

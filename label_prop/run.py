@@ -3,7 +3,7 @@
 Usage::
 
     python -m label_prop.run MODEL BENCHMARK|FILELIST [--sequences a,b | --split dev|heldout] [--overwrite]
-        [--save-overlays] [--data-root PATH] [--results-dir results] [--read-masks first|existing]
+        [--resume] [--save-overlays] [--data-root PATH] [--results-dir results] [--read-masks first|existing]
         [--topk 15] [--temperature 0.1] [--radius 12] [--n-context 50] [--input-size -1] [--max-objects 19]
         [--checkpoints-dir checkpoints] [--moco FILE] [--seed 0] [--device auto|cpu|cuda] [--threads N]
 
@@ -14,7 +14,10 @@ filelist) gives one :class:`~label_prop.plans.SequencePlan` per sequence, and
 (:class:`~label_prop.pipeline.VideoSegmenter`) with the encoder of :mod:`label_prop.features`
 and the settings of :class:`~label_prop.config.PropagationConfig`.
 
-Outputs, under ``<results-dir>/MODEL/BENCHMARK/`` (a filelist's name for filelists):
+MODEL is ``random``, a name (``checkpoints/NAME.pth``) or a weights file path; results go under
+``<results-dir>/<model name>/BENCHMARK/`` (a filelist's name for filelists), where a file path's
+model name is its stem (:func:`label_prop.results.model_name`; ``run_metrics.sh`` maps MODEL the
+same way). Outputs there:
 
 * ``<sequence>/<frame>.png``: object ids as a palette PNG (DAVIS palette) of the frame's size,
   one per written frame (DAVIS: every frame; YouTube-VOS: the meta.json frames from the first
@@ -23,40 +26,48 @@ Outputs, under ``<results-dir>/MODEL/BENCHMARK/`` (a filelist's name for filelis
 * ``<results-dir>/MODEL/BENCHMARK.zip`` for davis17dev / ytvos18 / ytvos19 after a run over all
   sequences: the server's layout (:mod:`label_prop.submission`);
 * ``run-<UTC timestamp>.json``: the exact command, arguments, git revision, device, versions, the
-  encoder's input normalisation and the measured seconds per frame (frame reading, feature
-  extraction, propagation, writing);
-* with ``--save-overlays``: ``<results-dir>/MODEL/overlays/BENCHMARK/<sequence>/<frame>.jpg``.
+  model (name and the weights file's full path), the settings that determine the PNGs
+  (:func:`label_prop.results.run_settings`), the encoder's input normalisation and the measured
+  seconds per frame (frame reading, feature extraction, propagation, writing) of each completed
+  sequence (rewritten after each one);
+* with ``--save-overlays``: ``<results-dir>/<model name>/overlays/BENCHMARK/<sequence>/<frame>.jpg``.
 
-A sequence is written into a hidden ``.<sequence>.partial`` folder and renamed when complete, so
-an interrupted run never leaves a half-written sequence under its final name. An existing
-sequence folder is never replaced without ``--overwrite``. Exit status: 0, 1 (bad data) or 2
-(usage error), :mod:`hvc.runtime`.
+A sequence (and its overlays) is written into a hidden ``.<sequence>.partial`` folder that
+replaces the old folder only when complete (:func:`hvc.runtime.staged_dir`), so an interrupted or
+failed run (Ctrl-C, bad data, a full disk) never leaves a half-written sequence and never damages
+an earlier result. An existing sequence folder is never replaced without ``--overwrite``;
+``--resume`` skips the sequences whose results are complete according to the run records
+(:func:`label_prop.results.completed_sequences`) and redoes the rest. Score tables
+(``global_results*.csv``, ``per-sequence_results*.csv``) that summarise a rewritten sequence are
+removed when it is replaced. One progress bar counts the frames of the whole run, with the
+remaining time. Exit status: 0, 1 (bad data, or a folder that cannot be written), 2 (usage
+error), 130 (interrupted), :mod:`hvc.runtime`.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
-import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from hvc.runtime import atomic_write, git_revision, resolve_device, run_cli
+from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
-from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder
+from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
 from label_prop.filelists import READ_MASKS, open_benchmark
-from label_prop.io import overlay, write_palette_png
+from label_prop.io import overlay, write_jpeg, write_palette_png
 from label_prop.pipeline import Timings, segment_plan
 from label_prop.plans import Benchmark, SequencePlan, data_root
+from label_prop.results import (completed_sequences, model_name, overlays_root, remove_stale_summaries,
+                                results_root, run_settings)
 from label_prop.submission import build_submission, submission_path
 
 PROG = "bash scripts/run_test.sh"
@@ -73,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", default=None, help="comma-separated sequences (default: all)")
     p.add_argument("--split", default=None, help="a named half of the benchmark instead of --sequences: "
                    "dev (for choosing settings) or heldout (for reporting); davis16 only")
-    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing results (each sequence when its new results are complete)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip the sequences whose results are complete according to "
+                        "the run records (run-*.json) made with the same settings, redo the others")
     p.add_argument("--save-overlays", action="store_true", help="also write JPEG overlays")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
@@ -87,46 +102,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_outputs(args: argparse.Namespace, names: list[str], out_root: Path, ov_root: Path,
                    zip_path: Path | None) -> None:
-    """FileExistsError naming what exists, unless ``--overwrite``."""
-    if args.overwrite:
+    """FileExistsError naming what exists, unless ``--overwrite`` (or ``--resume``: the
+    sequences in ``names`` are the incomplete ones, which it replaces)."""
+    if args.overwrite or args.resume:
         return
     existing = [str(out_root / s) for s in names if (out_root / s).exists()]
     if args.save_overlays:
         existing += [str(ov_root / s) for s in names if (ov_root / s).exists()]
     if existing:
         raise FileExistsError(f"results exist: {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
-                              f"pass --overwrite to replace them")
+                              f"pass --overwrite to replace them, or --resume to keep the complete ones")
     if zip_path is not None and zip_path.exists():
         raise FileExistsError(f"{zip_path} exists; pass --overwrite to replace it")
 
 
+def _resume(plans: list[SequencePlan], out_root: Path, ov_root: Path | None,
+            settings: dict) -> tuple[list[SequencePlan], dict[str, str]]:
+    """``--resume``: ``(plans still to do, {skipped sequence: the run record that lists it})``.
+
+    A sequence is skipped when :func:`label_prop.results.completed_sequences` says its results
+    are complete and, with ``--save-overlays`` (``ov_root``), its overlays are all there too.
+
+    Raises:
+        UsageError: a sequence's results were made with other settings (named).
+    """
+    done = completed_sequences(out_root, plans, settings)
+    if ov_root is not None:
+        done = {p.name: done[p.name] for p in plans if p.name in done
+                and {f.stem for f in (ov_root / p.name).glob("*.jpg")} == set(p.saved_names())}
+    todo = [p for p in plans if p.name not in done]
+    print(f"--resume: {len(done)} of {len(plans)} sequences are complete in {out_root}; "
+          f"{len(todo)} to do{': ' + ', '.join(p.name for p in todo[:5]) if todo else ''}"
+          f"{' ...' if len(todo) > 5 else ''}", file=sys.stderr)
+    return todo, {k: v.name for k, v in done.items()}
+
+
 def _write_sequence(plan: SequencePlan, encoder: FrameEncoder, config: PropagationConfig, out_root: Path,
-                    ov_dir: Path | None) -> Timings:
-    """Segment one sequence into ``.<name>.partial`` and rename it ``<name>`` when complete."""
-    tmp_dir = out_root / f".{plan.name}.partial"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    if ov_dir is not None:
-        shutil.rmtree(ov_dir, ignore_errors=True)  # absent, or --overwrite was given
-        ov_dir.mkdir(parents=True)
+                    ov_dir: Path | None, bar: tqdm) -> Timings:
+    """Segment one sequence into hidden folders (PNGs; overlays) that replace ``<name>`` when
+    complete; the score tables that summarise the old results are removed just before."""
     tm = Timings()
-    results = segment_plan(plan, encoder, config, tm)
-    try:
-        for r in tqdm(results, total=len(plan.frames), desc=plan.name, unit="frame", file=sys.stderr):
+    bar.set_postfix_str(plan.name)
+    with staged_dir(out_root / plan.name) as tmp, (staged_dir(ov_dir) if ov_dir is not None else nullcontext()) as ov:
+        for r in segment_plan(plan, encoder, config, tm):
+            bar.update()
             if not r.save:
                 continue
             t0 = time.perf_counter()
-            write_palette_png(tmp_dir / f"{r.path.stem}.png", r.ids)
-            if ov_dir is not None:
-                Image.fromarray(overlay(r.image, r.ids)).save(ov_dir / f"{r.path.stem}.jpg", quality=90)
+            write_palette_png(tmp / f"{r.path.stem}.png", r.ids)
+            if ov is not None:
+                write_jpeg(ov / f"{r.path.stem}.jpg", overlay(r.image, r.ids))
             tm.write += time.perf_counter() - t0
-    except (ValueError, FileNotFoundError):
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # a data error: leave no partial folder
-        raise
-    final = out_root / plan.name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp_dir, final)
+        removed = remove_stale_summaries(out_root, [plan.name])
+        if removed:
+            tqdm.write(f"removed {', '.join(p.name for p in removed)}: they scored the earlier {plan.name} "
+                       f"results; run run_metrics.sh again", file=sys.stderr)
     return tm
 
 
@@ -134,17 +164,23 @@ def _run(args: argparse.Namespace) -> int:
     """Segment every requested sequence, writing the PNGs, the run record and the zip."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.resume and args.overwrite:
+        raise UsageError("give either --resume (keep complete sequences) or --overwrite (redo all), not both")
     config = PropagationConfig.from_mapping(vars(args))
     bench: Benchmark = open_benchmark(args.benchmark, args.read_masks)
     names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
     plans = [bench.plan(s, args.data_root) for s in names]
     if not plans:
         raise ValueError(f"{bench.name}: no sequences to segment")
-    out_root = args.results_dir / args.model / bench.name
-    ov_root = args.results_dir / args.model / "overlays" / bench.name
+    out_root = results_root(args.results_dir, args.model, bench.name)
+    ov_root = overlays_root(args.results_dir, args.model, bench.name)
     whole = bench.submission and not args.sequences and not args.split
     zip_path = submission_path(args.results_dir, args.model, bench) if whole else None
-    _check_outputs(args, names, out_root, ov_root, zip_path)
+    model_path = resolve_model(args.model, args.checkpoints_dir)
+    settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks)
+    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings) if args.resume
+                     else (plans, {}))
+    _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
                             device=device)
@@ -152,27 +188,40 @@ def _run(args: argparse.Namespace) -> int:
     record = {
         "command": shlex.join([sys.executable, "-m", "label_prop.run", *sys.argv[1:]]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model": {"name": model_name(args.model), "argument": args.model,
+                  "path": str(model_path.resolve()) if model_path is not None else None},
+        "settings": settings,
         "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
         "started_utc": started, "device": str(device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "host": platform.node(),
-        "normalization": encoder.normalization.name, "sequences": {},
+        "normalization": encoder.normalization.name, "resumed_skipped": skipped, "sequences": {},
     }
     total, wall0, run_path = Timings(), time.perf_counter(), out_root / f"run-{started}.json"
-    for plan in plans:
-        tm = _write_sequence(plan, encoder, config, out_root, ov_root / plan.name if args.save_overlays else None)
-        total.add(tm)
-        record["sequences"][plan.name] = {"frames": len(plan.frames), "written": sum(plan.save), **tm.per_frame()}
-        # The record is rewritten after every sequence, so an interrupted run keeps its timings.
-        record.update(complete=plan is plans[-1], wall_s=time.perf_counter() - wall0, frames=total.frames,
-                      **total.per_frame())
-        if record["complete"] and zip_path is not None:
-            build_submission(bench, out_root, zip_path, overwrite=True,
-                             expected={p.name: p.saved_names() for p in plans})
-            record["submission_zip"] = str(zip_path)
+
+    def write_record() -> None:
         atomic_write(run_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    print(f"{record['frames']} frames of {len(plans)} sequences in {record['wall_s']:.1f} s on {device}: "
+
+    record.update(complete=False, wall_s=0.0, frames=0, **total.per_frame())
+    with tqdm(total=sum(len(p.frames) for p in todo), desc=bench.name, unit="frame", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for plan in todo:
+            tm = _write_sequence(plan, encoder, config, out_root, ov_root / plan.name if args.save_overlays else None,
+                                 bar)
+            total.add(tm)
+            record["sequences"][plan.name] = {"frames": len(plan.frames), "written": sum(plan.save), **tm.per_frame()}
+            # The record is rewritten after every sequence, so an interrupted run keeps its timings
+            # and --resume knows which sequences are complete.
+            record.update(wall_s=time.perf_counter() - wall0, frames=total.frames, **total.per_frame())
+            write_record()
+    if zip_path is not None:
+        build_submission(bench, out_root, zip_path, overwrite=True, expected={p.name: p.saved_names() for p in plans})
+        record["submission_zip"] = str(zip_path)
+    record["complete"] = True
+    write_record()
+    print(f"{record['frames']} frames of {len(todo)} sequences in {record['wall_s']:.1f} s on {device}: "
           f"features {record['features_s_per_frame']:.3f} s/frame, "
-          f"propagation {record['propagate_s_per_frame']:.3f} s/frame")
+          f"propagation {record['propagate_s_per_frame']:.3f} s/frame"
+          + (f" ({len(skipped)} complete sequences skipped)" if skipped else ""))
     print(f"wrote {out_root}/<sequence>/*.png and {run_path}")
     return 0
 
@@ -180,7 +229,9 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _run(args))
+    return run_cli(PROG, lambda: _run(args),
+                   interrupted="completed sequences are kept and the one in progress was discarded; "
+                               "add --resume to the same command to continue")
 
 
 if __name__ == "__main__":

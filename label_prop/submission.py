@@ -27,11 +27,12 @@ from typing import Sequence
 
 from hvc.runtime import UsageError, atomic_write, run_cli
 from label_prop.datasets import Benchmark, get_benchmark
+from label_prop.results import model_name, results_root
 
 
 def submission_path(results_dir: str | os.PathLike, model: str, bench: Benchmark) -> Path:
-    """``<results_dir>/<model>/<benchmark>.zip``."""
-    return Path(results_dir) / model / f"{bench.name}.zip"
+    """``<results_dir>/<model name>/<benchmark>.zip`` (:func:`label_prop.results.model_name`)."""
+    return Path(results_dir) / model_name(model) / f"{bench.name}.zip"
 
 
 def expected_files(bench: Benchmark, root: str | os.PathLike | None = None) -> dict[str, list[str]]:
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     p = argparse.ArgumentParser(prog="python -m label_prop.submission",
                                 description="Zip predictions in the layout of the benchmark's server.")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="as given to run_test.sh (a .pth path maps to its stem)")
     p.add_argument("benchmark", metavar="BENCHMARK", help="davis17dev, ytvos18 or ytvos19")
     p.add_argument("--results-dir", default="results", type=Path)
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def job() -> None:
         bench = get_benchmark(args.benchmark)
-        out = build_submission(bench, args.results_dir / args.model / bench.name,
+        out = build_submission(bench, results_root(args.results_dir, args.model, bench.name),
                                submission_path(args.results_dir, args.model, bench),
                                root=args.data_root, overwrite=args.overwrite)
         with zipfile.ZipFile(out) as zf:
