@@ -66,11 +66,14 @@ def read_mask(path: str | os.PathLike, *, binary: bool = False) -> np.ndarray:
 
     Args:
         path: a PNG. Palette ("P") PNGs give their indices; greyscale PNGs give their values.
-        binary: DAVIS-2016 mode: every non-zero value (255 in the official files) is object 1.
+        binary: DAVIS-2016 mode: the object (255 in the official files, or 1) is object 1.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a single-channel or palette image (names the file and mode).
+        ValueError: the file is not a single-channel or palette image (names the file and mode),
+            or, with ``binary``, it holds values other than 0 and 255 (or 0 and 1): e.g. a
+            DAVIS-2017 palette mask (ids 1..N, void 255) in a DAVIS-2016 layout, whose objects
+            and void would all merge into one object.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,6 +89,11 @@ def read_mask(path: str | os.PathLike, *, binary: bool = False) -> np.ndarray:
     except Exception as exc:
         raise ValueError(f"cannot decode mask {path}: {exc}") from exc
     if binary:
+        values = set(np.unique(arr).tolist())
+        if not (values <= {0, 255} or values <= {0, 1}):
+            raise ValueError(f"{path}: a DAVIS-2016 annotation holds only 0 (background) and 255 (the object), "
+                             f"found values {sorted(values)[:8]}{' ...' if len(values) > 8 else ''}: a multi-object "
+                             f"(DAVIS-2017 palette) mask? Score it as davis17 or convert it")
         return (arr > 0).astype(np.uint8)
     if arr.max(initial=0) > 255:
         raise ValueError(f"{path}: object ids must be < 256, found {int(arr.max())}")
@@ -122,6 +130,12 @@ def write_palette_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     im = Image.fromarray(ids.astype(np.uint8), mode="P")
     im.putpalette(DAVIS_PALETTE.ravel().tolist())
     atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
+
+
+def write_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> None:
+    """Write an ``[H, W, 3]`` uint8 RGB image as a JPEG (``quality`` 1..95), atomically."""
+    im = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    atomic_write(path, lambda tmp: im.save(tmp, format="JPEG", quality=quality))
 
 
 def overlay(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:

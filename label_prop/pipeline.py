@@ -168,6 +168,7 @@ class VideoSegmenter:
         self.channels: ObjectChannels | None = None
         self.labels: torch.Tensor | None = None
         self.size: tuple[int, int] | None = None
+        self.first_name: str | None = None
         self.t = -1
 
     @property
@@ -188,7 +189,8 @@ class VideoSegmenter:
     @torch.no_grad()
     def step(self, image: np.ndarray | None = None, annotation: np.ndarray | None = None, *,
              features: torch.Tensor | None = None, new_ids: Sequence[int] | None = None,
-             size: tuple[int, int] | None = None, source: str | None = None) -> np.ndarray:
+             size: tuple[int, int] | None = None, source: str | None = None,
+             name: str | None = None) -> np.ndarray:
         """Segment the next frame.
 
         Args:
@@ -201,6 +203,7 @@ class VideoSegmenter:
                 it not started before (and in ``object_ids`` when given).
             size: ``(H, W)`` of the frame when neither ``image`` nor an earlier frame gives it.
             source: name of the annotation for error messages (e.g. its file).
+            name: name of the frame for error messages (e.g. its file; default ``frame T``).
 
         Returns:
             ``[H, W]`` uint8 ids: 0 before the first object starts; at the first start the
@@ -209,12 +212,13 @@ class VideoSegmenter:
             labels upsampled bilinearly (``align_corners=True``).
 
         Raises:
-            ValueError: frame sizes differ, the annotation's size differs from the frame's, a
+            ValueError: frame sizes differ (names this frame and the first), the annotation's
+                size differs from the frame's, a
                 listed start id is absent from the annotation, more objects than channels, or
                 neither ``image`` nor ``features`` is given when needed.
         """
         self.t += 1
-        size = self._frame_size(image, size)
+        size = self._frame_size(image, size, name or f"frame {self.t}")
         src = source or f"annotation of frame {self.t}"
         mask, new = None, []
         if annotation is not None:
@@ -243,17 +247,18 @@ class VideoSegmenter:
             out[pasted] = mask[pasted]
         return out
 
-    def _frame_size(self, image: np.ndarray | None, size: tuple[int, int] | None) -> tuple[int, int]:
-        """The frame's ``(H, W)``, checked against the first frame's."""
+    def _frame_size(self, image: np.ndarray | None, size: tuple[int, int] | None, name: str) -> tuple[int, int]:
+        """The frame's ``(H, W)``, checked against the first frame's (errors name both frames)."""
         if image is not None:
             size = tuple(image.shape[:2])
         size = tuple(size) if size is not None else self.size
         if size is None:
-            raise ValueError(f"frame {self.t}: give the image, or the frame size with precomputed features")
+            raise ValueError(f"{name}: give the image, or the frame size with precomputed features")
         if self.size is None:
-            self.size = size
+            self.size, self.first_name = size, name
         elif size != self.size:
-            raise ValueError(f"frame {self.t} has size {size}, frame 0 {self.size}")
+            raise ValueError(f"{name} has size {size[1]}x{size[0]} (WxH), the first frame ({self.first_name}) "
+                             f"{self.size[1]}x{self.size[0]}: all frames of a video must have one size")
         return size
 
     def _new_ids(self, mask: np.ndarray, new_ids: Sequence[int] | None, src: str) -> list[int]:
@@ -290,6 +295,14 @@ class VideoSegmenter:
         self.channels = ObjectChannels(K, channels or [])
 
 
+def require_objects(ids: Sequence[int], source: str) -> None:
+    """ValueError naming ``source`` when ``ids`` is empty: no object starts anywhere, so every
+    frame would come out as background (an empty or all-void first-frame mask)."""
+    if not ids:
+        raise ValueError(f"{source}: no object (only background or void): nothing to propagate; "
+                         f"give a mask with at least one object id")
+
+
 def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder: FrameEncoder,
                    config: PropagationConfig = PropagationConfig(), *, object_ids: Sequence[int] | None = None,
                    timings: Timings | None = None) -> Iterator[np.ndarray]:
@@ -308,10 +321,12 @@ def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder
         and void set to 0.
 
     Raises:
-        ValueError: a frame's size differs from the first mask's, or a requested id is absent.
+        ValueError: a frame's size differs from the first mask's, a requested id is absent, or
+            the mask holds no object (:func:`require_objects`).
     """
     first_mask = np.asarray(first_mask)
     present = starting_ids(first_mask, ())
+    require_objects(present, "the first-frame mask")
     ids = present if object_ids is None else [int(i) for i in object_ids]
     missing = [i for i in ids if i not in present]
     if missing:
@@ -341,17 +356,23 @@ def segment_plan(plan: SequencePlan, encoder: FrameEncoder, config: PropagationC
     when the stream reaches its frame, objects started where the plan says.
 
     Raises:
-        FileNotFoundError, ValueError: an unreadable frame or annotation (named), or the
-            errors of :meth:`VideoSegmenter.step`.
+        FileNotFoundError, ValueError: an unreadable frame or annotation (named), no object in
+            any of the plan's annotations (raised at the last one, naming it:
+            :func:`require_objects`), or the errors of :meth:`VideoSegmenter.step`.
     """
     timings = timings if timings is not None else Timings()
     seg = VideoSegmenter(encoder, config, object_ids=plan.object_ids, late_starts=len(plan.annotations) > 1,
                          timings=timings)
+    last_annotated = max(plan.annotations, default=-1)
     for t, path in enumerate(plan.frames):
         t0 = time.perf_counter()
         image = read_frame(path)
         timings.read += time.perf_counter() - t0
         ann = read_annotation(plan.annotations[t], plan.binary) if t in plan.annotations else None
         new = None if plan.start_ids is None else plan.start_ids.get(t, [])
-        ids = seg.step(image, ann, new_ids=new, source=str(plan.annotations.get(t, path)))
+        ids = seg.step(image, ann, new_ids=new, source=str(plan.annotations.get(t, path)), name=str(path))
+        if t == last_annotated and seg.channels is None:
+            require_objects([], str(plan.annotations[t]) if len(plan.annotations) == 1 else
+                            f"{plan.name}: the {len(plan.annotations)} annotations {plan.annotations[min(plan.annotations)]} "
+                            f"... {plan.annotations[t]}")
         yield FrameResult(t, path, image, ids, plan.save[t])

@@ -43,6 +43,17 @@ def select_sequences(names: list[str], sequences: list[str] | None, unknown_msg:
     return [s for s in names if s in set(sequences)]
 
 
+def numbering_gaps(stems: list[str]) -> list[str] | None:
+    """The frame names missing from zero-padded frame numbers that should run from 0 to the
+    largest (DAVIS: ``00000``, ``00001``, ...): ``["00000", "00001", "00003"]`` -> ``["00002"]``.
+    None when not every name is a number (no numbering to check)."""
+    if not stems or not all(s.isdigit() for s in stems):
+        return None
+    width = len(stems[0])
+    have = {int(s) for s in stems}
+    return [f"{n:0{width}d}" for n in range(max(have) + 1) if n not in have]
+
+
 def starting_ids(mask: np.ndarray, started: Collection[int], allowed: Collection[int] | None = None) -> list[int]:
     """The ids that start at a frame with annotation ``mask`` ``[H, W]``: present in it (not 0,
     not void 255), not started before, and in ``allowed`` when given; sorted."""
@@ -130,6 +141,15 @@ class Benchmark(ABC):
         Raises:
             FileNotFoundError: no frames.
         """
+
+    def scored_frames(self, seq: str, root: str | os.PathLike | None = None) -> list[str]:
+        """The frame names the metrics score (default: the stems of :meth:`frames`); layouts with
+        ground truth for every frame take them from the ground truth and check it is complete.
+
+        Raises:
+            FileNotFoundError, ValueError: missing or inconsistent frames (named).
+        """
+        return [p.stem for p in self.frames(seq, root)]
 
     @abstractmethod
     def annotation(self, seq: str, frame: str, root: str | os.PathLike | None = None) -> Path:
