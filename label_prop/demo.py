@@ -10,12 +10,16 @@ background pans, so every frame's ground truth is known. The first frame's mask 
 (:func:`label_prop.pipeline.segment_frames`) with the encoder of ``--model`` (``random`` by
 default, or a checkpoint as in ``run_test.sh``), and the prediction is scored with the DAVIS
 metrics (first and last frames excluded). With ``--out`` the palette PNGs and overlays are
-written there (an existing folder is refused unless ``--overwrite``, which replaces only its
-numbered PNG/JPEG files). Exit status: 0, 1 (bad data) or 2 (usage error), :mod:`hvc.runtime`.
+written there (an existing folder is refused unless ``--overwrite``, which replaces a folder of
+numbered PNG/JPEG files; other files there are an error, since the folder is replaced whole: it
+is written under a hidden name and swapped in when complete, :func:`hvc.runtime.staged_dir`).
+Exit status: 0, 1 (bad data, or a folder that cannot be written), 2 (usage error), 130
+(interrupted), :mod:`hvc.runtime`.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,17 +27,18 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from hvc.runtime import UsageError, resolve_device, run_cli
+from hvc.runtime import UsageError, check_output_dir, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.features import add_encoder_arguments, build_encoder
-from label_prop.io import overlay, write_palette_png
+from label_prop.io import overlay, write_jpeg, write_palette_png
 from label_prop.metrics import evaluate_sequence, summarize
 from label_prop.pipeline import segment_frames
 from label_prop.synthetic import synthetic_clip
 
 PROG = "python -m label_prop.demo"
+#: The files the demo writes into --out.
+OUTPUT_FILES = re.compile(r"\d+\.(png|jpg)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=24, help="clip length (default 24)")
     p.add_argument("--out", type=Path, default=None, help="write palette PNGs and overlays here")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into an existing --out folder (its numbered .png/.jpg files are replaced)")
+                   help="replace an --out folder that holds an earlier demo output (default: refuse)")
     PropagationConfig.add_arguments(p)
     add_encoder_arguments(p)
     return p
@@ -55,8 +60,8 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.frames < 3:
         raise UsageError("--frames must be >= 3 (the metrics skip the first and last frames)")
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out is not None:
+        check_output_dir(args.out, args.overwrite, OUTPUT_FILES, PROG)
     config = PropagationConfig.from_mapping(vars(args))
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
@@ -71,12 +76,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"J&F-Mean {s['J&F-Mean']:.3f}  J-Mean {s['J-Mean']:.3f}  F-Mean {s['F-Mean']:.3f}  "
           f"J-Recall {s['J-Recall']:.3f}  J-Decay {s['J-Decay']:.3f}")
     if args.out is not None:
-        for pattern in ("[0-9]*.png", "[0-9]*.jpg"):  # the demo's own earlier outputs, nothing else
-            for old in args.out.glob(pattern):
-                old.unlink()
-        for t in range(args.frames):
-            write_palette_png(args.out / f"{t:05d}.png", pred[t])
-            Image.fromarray(overlay(frames[t], pred[t])).save(args.out / f"{t:05d}.jpg", quality=90)
+        with staged_dir(args.out) as tmp:
+            for t in range(args.frames):
+                write_palette_png(tmp / f"{t:05d}.png", pred[t])
+                write_jpeg(tmp / f"{t:05d}.jpg", overlay(frames[t], pred[t]))
         print(f"wrote {args.out}/*.png and overlays *.jpg")
     return 0
 

@@ -8,59 +8,82 @@ Usage::
         [--checkpoints-dir checkpoints] [--moco FILE] [--device auto|cpu|cuda] [--seed 0] [--threads N]
 
 INPUT is a video file read with OpenCV (``.mp4``, ``.avi``, ...) or a folder of frames
-(``.jpg``/``.jpeg``/``.png``, sorted by name; :mod:`label_prop.video`). FIRST.png holds the object
-ids of the first frame (a palette PNG as DAVIS / YouTube-VOS, or greyscale ids; 255 = void; a
-0/255 mask is object 1), at the frame size.
+(``.jpg``/``.jpeg``/``.png``, sorted by name, all of one size; :mod:`label_prop.video`).
+FIRST.png holds the object ids of the first frame (a palette PNG as DAVIS / YouTube-VOS, or
+greyscale ids; 255 = void; a 0/255 mask is object 1), at the frame size, with at least one object.
 
-Writes into DIR (created; refused when it holds files, unless ``--overwrite``):
+Writes DIR (refused when it holds files, unless ``--overwrite``):
 
 * ``00000.png, 00001.png, ...``: object ids per frame, palette PNGs (DAVIS palette);
-* ``overlay.mp4``: the frames with the objects' colours blended at 50 % (OpenCV ``mp4v``; FPS of
-  the input video, else ``--fps``);
-* ``segment.json``: the command, frame count, seconds per frame and the peak resident memory.
+* ``overlay.mp4``: the frames with the objects' colours blended at 50 % (H.264, else ``mp4v``
+  with a warning: :class:`label_prop.video.OverlayWriter`; FPS of the input video, else ``--fps``);
+* ``segment.json``: the command, the model (name and file), the tracked objects, the frame
+  count (and the header's count when a video decodes fewer frames: a warning), the overlay's
+  codec, seconds per frame and the peak resident memory.
+
+Everything is written into a hidden ``.DIR.partial`` folder beside DIR, which replaces DIR only
+when complete: an interrupted or failed run (Ctrl-C, bad data, a full disk) leaves an earlier
+DIR as it was. ``--overwrite`` replaces a DIR that holds only these outputs; other files in it
+are an error (they would be lost). A progress bar with the remaining time is shown on a terminal.
 
 Frames are decoded, segmented (:class:`label_prop.pipeline.VideoSegmenter`), written and dropped
 one at a time, so memory does not grow with the video's length: it is the encoder, the engine's
 context buffer (``n_context + 1`` frames of features, :class:`label_prop.engine.ContextMemory`)
-and one frame. Exit status: 0, 1 (bad data) or 2 (usage error), :mod:`hvc.runtime`.
+and one frame. Exit status: 0, 1 (bad data, or a folder that cannot be written), 2 (usage error),
+130 (interrupted), :mod:`hvc.runtime`.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import re
 import shlex
 import sys
 import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
-from hvc.runtime import UsageError, atomic_write, peak_rss_mib, resolve_device, run_cli
+from hvc.runtime import UsageError, atomic_write, check_output_dir, peak_rss_mib, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
-from label_prop.features import add_encoder_arguments, build_encoder
+from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
 from label_prop.io import read_annotation, write_palette_png
-from label_prop.pipeline import Timings, VideoSegmenter
+from label_prop.pipeline import Timings, VideoSegmenter, require_objects
 from label_prop.plans import starting_ids
-from label_prop.video import OverlayWriter, iter_frames, video_info
+from label_prop.video import OverlayWriter, VideoFrames
 
 PROG = "python -m label_prop.segment"
+#: The files this command writes into --out (anything else there is not replaced by --overwrite).
+OUTPUT_FILES = re.compile(r"\d+\.png|overlay\.mp4|segment\.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog=PROG, description="Segment a video file or frame folder from a first-frame mask.")
     p.add_argument("input", metavar="INPUT", help="video file (mp4, avi, ... via OpenCV) or folder of frames")
-    p.add_argument("--mask", required=True, help="first-frame object ids (palette or greyscale PNG)")
-    p.add_argument("--model", default="random", help="'random', a name (checkpoints/NAME.pth) or a .pth path")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--objects", default=None, help="comma-separated ids to track (default: all in the mask)")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--fps", type=float, default=24.0, help="overlay FPS for frame folders (default 24)")
-    p.add_argument("--overwrite", action="store_true", help="write into a folder that holds files")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--progress", action="store_true", help="print progress and peak memory every 50 frames")
+    p.add_argument("--mask", required=True, help="first-frame object ids, a palette or greyscale PNG of the first "
+                   "frame's size in pixels (required)")
+    p.add_argument("--model", default="random",
+                   help="'random', a name (checkpoints/NAME.pth) or a .pth path (default: random)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (required)")
+    p.add_argument("--objects", default=None,
+                   help="comma-separated object ids to track (default: every id in the mask)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4 (default: write it)")
+    p.add_argument("--fps", type=float, default=24.0,
+                   help="frames per second of overlay.mp4 for frame folders; videos keep theirs (default 24)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out folder that holds an earlier output (default: refuse)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (default: all)")
+    p.add_argument("--progress", action="store_true",
+                   help="also print a line with the peak memory every 50 frames, e.g. for logs "
+                        "(default: off; a terminal always gets a progress bar)")
     PropagationConfig.add_arguments(p)
     add_encoder_arguments(p)
     return p
@@ -74,53 +97,72 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames must be >= 2 (the first frame is the mask's), got {args.max_frames}")
     config = PropagationConfig.from_mapping(vars(args))
     src, out = Path(args.input), Path(args.out)
-    n_frames, fps = video_info(src)
+    frames = VideoFrames(src, args.max_frames)
     mask = read_annotation(args.mask, None)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"{out} holds files; pass --overwrite to write into it")
+    check_output_dir(out, args.overwrite, OUTPUT_FILES, PROG)
     objects = [int(o) for o in args.objects.split(",") if o.strip()] if args.objects else None
-    device = resolve_device(args.device)
-    encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device)
-    frames = iter_frames(src, args.max_frames)
-    first = next(frames)
-    if first.shape[:2] != mask.shape:
-        raise ValueError(f"{args.mask}: size {mask.shape} differs from the first frame of {src} {first.shape[:2]}")
     present = starting_ids(mask, ())
+    require_objects(present, str(args.mask))
     if objects is not None and not set(objects) <= set(present):
         raise ValueError(f"{args.mask}: object ids {sorted(set(objects) - set(present))} are not in the mask "
                          f"(present: {present})")
-    out.mkdir(parents=True, exist_ok=True)
-    if args.overwrite:
-        for old in out.glob("[0-9]*.png"):
-            old.unlink()
-    writer = None if args.no_overlay else OverlayWriter(out / "overlay.mp4", fps if fps > 0 else args.fps)
+    device = resolve_device(args.device)
+    model_path = resolve_model(args.model, args.checkpoints_dir)
+    encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
+                            device=device)
+    stream = iter(frames)
+    first_name, first = next(stream)
+    if first.shape[:2] != mask.shape:
+        raise ValueError(f"{args.mask}: size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from the first frame "
+                         f"{first_name} ({first.shape[1]}x{first.shape[0]})")
+    with staged_dir(out) as tmp:
+        record = _segment(args, config, encoder, frames, itertools.chain([(first_name, first)], stream), mask,
+                          objects if objects is not None else present, tmp)
+        record.update(model={"name": args.model, "path": str(model_path.resolve()) if model_path else None},
+                      objects_requested=objects, device=str(device))
+        atomic_write(tmp / "segment.json", lambda t: Path(t).write_text(json.dumps(record, indent=2) + "\n"))
+    print(f"{record['frames']} frames in {record['wall_s']:.1f} s, peak RSS {record['peak_rss_mib']:.0f} MiB; "
+          f"wrote {out}/<frame>.png" + ("" if args.no_overlay else f" and {out}/overlay.mp4 ({record['codec']})"))
+    return 0
+
+
+def _segment(args: argparse.Namespace, config: PropagationConfig, encoder: FrameEncoder, frames: VideoFrames,
+             stream, mask: np.ndarray, tracked: list[int], tmp: Path) -> dict:
+    """Segment and write every frame of ``stream`` (``(name, frame)`` pairs) into ``tmp``; returns
+    the record of ``segment.json`` (without the model and device)."""
+    fps = frames.fps if frames.fps > 0 else args.fps
+    writer = None if args.no_overlay else OverlayWriter(tmp / "overlay.mp4", fps)
+    total = frames.header_frames if frames.header_frames > 0 else None
+    if total is not None and args.max_frames is not None:
+        total = min(total, args.max_frames)
     tm, wall0, t = Timings(), time.perf_counter(), 0
-    tracked = objects if objects is not None else present
     seg = VideoSegmenter(encoder, config, object_ids=tracked, timings=tm)
-    try:
-        for t, image in enumerate(itertools.chain([first], frames)):
-            ids = seg.step(image, mask if t == 0 else None, new_ids=tracked if t == 0 else None, source=args.mask)
-            write_palette_png(out / f"{t:05d}.png", ids)
+    with (writer if writer is not None else nullcontext()), \
+            tqdm(total=total, desc=frames.path.name, unit="frame", file=sys.stderr, disable=None) as bar:
+        for t, (name, image) in enumerate(stream):
+            ids = seg.step(image, mask if t == 0 else None, new_ids=tracked if t == 0 else None, source=args.mask,
+                           name=name)
+            write_palette_png(tmp / f"{t:05d}.png", ids)
             if writer is not None:
                 writer.write(image, ids)
+            bar.update()
             if args.progress and t % 50 == 0:
-                print(f"frame {t}/{n_frames}  peak RSS {peak_rss_mib():.0f} MiB", file=sys.stderr)
-    finally:
-        if writer is not None:
-            writer.close()
-    record = {
+                tqdm.write(f"frame {t}/{total if total is not None else '?'}  peak RSS {peak_rss_mib():.0f} MiB",
+                           file=sys.stderr)
+    shortfall = frames.shortfall()
+    if shortfall:
+        warnings.warn(shortfall)
+    return {
         "command": shlex.join([sys.executable, "-m", "label_prop.segment", *sys.argv[1:]]),
-        "input": str(src), "mask": str(args.mask), "frames": t + 1, "size": list(mask.shape),
-        "objects": objects, "device": str(device), "n_context": config.n_context,
+        "input": str(frames.path), "mask": str(args.mask), "frames": t + 1,
+        "header_frames": frames.header_frames, "warnings": [shortfall] if shortfall else [],
+        "size": list(mask.shape), "objects": [int(i) for i in tracked],
+        "codec": writer.codec if writer is not None else None, "fps": fps, "n_context": config.n_context,
+        "config": asdict(config),
         "wall_s": time.perf_counter() - wall0,
         **{k: v for k, v in tm.per_frame().items() if k.startswith(("features", "propagate"))},
         "peak_rss_mib": peak_rss_mib(),
     }
-    atomic_write(out / "segment.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    print(f"{record['frames']} frames in {record['wall_s']:.1f} s, peak RSS {record['peak_rss_mib']:.0f} MiB; "
-          f"wrote {out}/<frame>.png" + ("" if args.no_overlay else f" and {out}/overlay.mp4"))
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
