@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, require_data
+from conftest import REPO_ROOT, make_davis_dataset, require_data
 from label_prop import evaluate as ev
 from label_prop import metrics as M
 from label_prop.io import read_mask, write_palette_png
@@ -228,28 +228,7 @@ T, SH, SW = 6, 48, 64
 
 def _make_dataset(root: Path, folder="DAVIS2016", imageset="ImageSets/2016/val.txt", multi=False):
     """A tiny dataset in the official DAVIS layout; returns {seq: GT ids [T, H, W]}."""
-    gts = {}
-    (root / folder / imageset).parent.mkdir(parents=True, exist_ok=True)
-    (root / folder / imageset).write_text("\n".join(SEQS) + "\n")
-    for s_idx, seq in enumerate(SEQS):
-        jpg_dir = root / folder / "JPEGImages" / "480p" / seq
-        ann_dir = root / folder / "Annotations" / "480p" / seq
-        jpg_dir.mkdir(parents=True)
-        ann_dir.mkdir(parents=True)
-        frames = []
-        for t in range(T):
-            Image.fromarray(np.full((SH, SW, 3), 40 * t, np.uint8)).save(jpg_dir / f"{t:05d}.jpg")
-            ids = np.zeros((SH, SW), np.uint8)
-            ids[8 + t:24 + t, 6 + 2 * t + s_idx:26 + 2 * t] = 1
-            if multi:
-                ids[30:44, 36:60] = 2
-                ids[29, 36:60] = 255  # void line
-                write_palette_png(ann_dir / f"{t:05d}.png", ids)
-            else:
-                Image.fromarray(ids * 255, mode="L").save(ann_dir / f"{t:05d}.png")
-            frames.append(ids)
-        gts[seq] = np.stack(frames)
-    return gts
+    return make_davis_dataset(root, folder, imageset, multi=multi, seqs=SEQS, frames=T, size=(SH, SW))
 
 
 @pytest.fixture
