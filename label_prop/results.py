@@ -28,6 +28,7 @@ results and is removed (``run_metrics.sh`` writes it again).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -120,12 +121,22 @@ def remove_stale_summaries(out_dir: str | os.PathLike, changed: Collection[str])
     return removed
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig, *, seed: int,
                  moco: str | os.PathLike | None, read_masks: str) -> dict[str, Any]:
     """What determines a run's PNGs, as recorded in ``run-*.json`` and compared by ``--resume``.
 
     Args:
-        model_path: the weights file (its full path is recorded), None for ``random``.
+        model_path: the weights file (its full path and :func:`file_digest` are recorded), None
+            for ``random``.
         config: the propagation settings (every field is recorded).
         seed: the ``random`` encoder's seed (recorded only for ``random``).
         moco: the MoCo file merged with the encoder, or None.
@@ -134,7 +145,11 @@ def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig
     settings: dict[str, Any] = {"model": str(Path(model_path).resolve()) if model_path is not None else "random"}
     if model_path is None:
         settings["seed"] = int(seed)
+    else:  # the same path may hold other weights later (a retrained model exported over it)
+        settings["model_sha256"] = file_digest(model_path)
     settings["moco"] = str(Path(moco).resolve()) if moco is not None else None
+    if moco is not None:
+        settings["moco_sha256"] = file_digest(moco)
     settings["read_masks"] = read_masks
     settings.update(asdict(config))
     return json.loads(json.dumps(settings))  # as read back from a record

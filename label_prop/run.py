@@ -52,6 +52,7 @@ import shlex
 import sys
 import time
 from contextlib import nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -184,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
                             device=device)
-    started = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    # to the microsecond: two runs started within one second must not share a record
+    started = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     record = {
         "command": shlex.join([sys.executable, "-m", "label_prop.run", *sys.argv[1:]]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -28,6 +28,7 @@ from skimage import data as skdata
 from torchvision.models import resnet18
 
 from conftest import REPO_ROOT, copy_davis16, make_davis_dataset
+from hvc import runtime as RT
 from hvc.checkpoint import CheckpointError, load_checkpoint
 from label_prop import evaluate as ev
 from label_prop import results as RS
@@ -143,6 +144,53 @@ def _env():
     return dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
 
 
+# --------------------------------------------------------------------------- the shared mechanism
+
+
+def test_staged_dir_swaps_in_whole_folders_and_recovers_an_interrupted_swap(tmp_path):
+    final = tmp_path / "seq"
+    final.mkdir()
+    (final / "old.png").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with RT.staged_dir(final) as tmp:
+            (tmp / "new.png").write_text("new")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"] and (final / "old.png").read_text() == "old"
+    with RT.staged_dir(final) as tmp:
+        (tmp / "new.png").write_text("new")
+        assert not (final / "new.png").exists()  # not visible before the block ends
+    assert [p.name for p in final.iterdir()] == ["new.png"] and sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
+    # killed between the two renames of a swap: the old folder is under its hidden name only
+    os.replace(final, tmp_path / ".seq.old")
+    assert RT.restore_swapped_dir(final) and (final / "new.png").exists()
+
+
+def test_atomic_write_all_keeps_every_old_file_on_failure(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("old a")
+    b.write_text("old b")
+
+    def full(tmp):
+        raise _enospc()
+
+    with pytest.raises(OSError) as exc:
+        RT.atomic_write_all([(a, lambda tmp: Path(tmp).write_text("new a")), (b, full)])
+    assert exc.value.filename == str(b) and "No space left" in RT.describe_os_error(exc.value)
+    assert a.read_text() == "old a" and b.read_text() == "old b" and sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
+
+
+def test_demo_refuses_to_replace_a_folder_with_other_files(tmp_path, capsys):
+    from label_prop import demo
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "00000.png").write_text("earlier output")
+    (out / "notes.txt").write_text("mine")
+    assert demo.main(["--frames", "3", "--out", str(out), "--overwrite"]) == 2
+    assert "notes.txt" in _error_line(capsys.readouterr().err, demo.PROG)
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "notes.txt"]
+
+
 # --------------------------------------------------------------------------- 1. MODEL as a .pth path
 
 
@@ -165,11 +213,16 @@ def test_model_given_as_absolute_or_relative_pth_path(davis16, tmp_path, monkeyp
     assert len(list((out / "alpha").glob("*.png"))) == 6
     rec = json.loads(next(out.glob("run-*.json")).read_text())
     assert rec["model"] == {"name": "r18", "argument": str(ck / "r18.pth"), "path": str((ck / "r18.pth").resolve())}
-    assert rec["settings"]["model"] == str((ck / "r18.pth").resolve())
+    assert rec["settings"]["model"] == str((ck / "r18.pth").resolve()) and len(rec["settings"]["model_sha256"]) == 64
     # relative path: the same folder (not results/ck/r18.pth/...)
     monkeypatch.chdir(tmp_path)
     assert R.main(["ck/r18.pth", *_bench(root, res)[1:], "--sequences", "alpha", "--overwrite"]) == 0
     assert sorted(p.name for p in res.iterdir()) == ["r18"]
+    # other weights at the same path: --resume refuses to mix them with the earlier results
+    torch.manual_seed(1)
+    torch.save(resnet18(weights=None).state_dict(), ck / "r18.pth")
+    assert R.main(["ck/r18.pth", *_bench(root, res)[1:], "--sequences", "alpha", "--resume"]) == 2
+    assert "model_sha256" in _error_line(capsys.readouterr().err, R.PROG)
     # the metrics take the same MODEL argument (function and script)
     assert ev.main([str(ck / "r18.pth"), "davis16", "--sequences", "alpha", "--results-dir", str(res),
                     "--data-root", str(root)]) == 0

@@ -10,7 +10,8 @@ Usage::
 
 BENCHMARK is ``davis16`` or ``davis17`` (the DAVIS layout with ground truth for every frame; the
 protocol needs it). Every sequence goes through :func:`label_prop.interactive.protocol.run_sequence`.
-Written into ``<results-dir>/MODEL/interactive/BENCHMARK/FRAME_CHOICE/``:
+Written into ``<results-dir>/<model name>/interactive/BENCHMARK/FRAME_CHOICE/`` (a ``.pth`` MODEL
+path is named by its stem, :func:`label_prop.results.model_name`):
 
 * ``interactive_results.csv``: one row per sequence and interaction (``sequence, interaction,
   annotated_frame, J, F, J&F, seconds, objects``), rewritten atomically after every sequence;
@@ -28,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli
+from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import get_benchmark, parse_sequences
 from label_prop.features import add_encoder_arguments, build_encoder
@@ -50,6 +49,7 @@ from label_prop.interactive.seeded import METHODS, SeedConfig
 from label_prop.interactive.session import FEATURE_DTYPES, InteractiveConfig
 from label_prop.io import VOID_ID, read_frame, read_mask, write_palette_png
 from label_prop.plans import Benchmark, data_root
+from label_prop.results import model_name
 
 PROG = "bash scripts/run_interactive.sh"
 RESULTS_CSV = "interactive_results.csv"
@@ -106,16 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_masks(out: Path, seq: str, paths: list[Path], masks: np.ndarray) -> None:
-    """The final masks as palette PNGs in ``out/.<seq>.partial``, renamed ``out/<seq>`` when complete."""
-    tmp_dir = out / f".{seq}.partial"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    for p, m in zip(paths, masks):
-        write_palette_png(tmp_dir / f"{p.stem}.png", m)
-    final = out / seq
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp_dir, final)
+    """The final masks as palette PNGs in ``out/.<seq>.partial``, which replaces ``out/<seq>`` when
+    complete (:func:`hvc.runtime.staged_dir`)."""
+    with staged_dir(out / seq) as tmp_dir:
+        for p, m in zip(paths, masks):
+            write_palette_png(tmp_dir / f"{p.stem}.png", m)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -129,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
-    out = args.results_dir / args.model / "interactive" / bench.name / args.frame_choice
+    out = Path(args.results_dir) / model_name(args.model) / "interactive" / bench.name / args.frame_choice
     csv_path, json_path = out / RESULTS_CSV, out / SUMMARY_JSON
     if csv_path.exists() and not args.overwrite:
         raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it")
