@@ -187,6 +187,48 @@ def atomic_write_all(items: Sequence[Tuple[PathLike, Callable[[Path], None]]]) -
     return [p for p, _ in done]
 
 
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp(?P<pid>\d+)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: PathLike) -> list:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` when its process was
+    killed outright (SIGKILL, out of memory, power loss: no exception handler ran), e.g.
+    ``.checkpoint.pth.tmp12345``: files named ``.<name>.tmp<pid>`` whose process no longer runs on
+    this machine. Files of running processes are kept.
+
+    Returns:
+        ``[(path, bytes), ...]`` of the removed files.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        m = _TMP_NAME.fullmatch(path.name)
+        if m and path.is_file() and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            removed.append((path, size))
+    return removed
+
+
+def clean_stale_temporaries(folder: PathLike, prog: str) -> None:
+    """:func:`remove_stale_temporaries`, telling on stderr what was removed (``PROG: removed ...``)."""
+    for path, size in remove_stale_temporaries(folder):
+        print(f"{prog}: removed {path} ({size / 2**20:.1f} MiB), a temporary file left by a killed run",
+              file=sys.stderr)
+
+
 def fsync_dir(path: PathLike) -> None:
     """Persist the entries of folder ``path`` (renames into it); errors are ignored."""
     try:

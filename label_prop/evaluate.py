@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hvc.runtime import UsageError, atomic_write_all, run_cli
+from hvc.runtime import UsageError, atomic_write_all, clean_stale_temporaries, run_cli
 from label_prop.datasets import Benchmark, get_benchmark, parse_sequences
 from label_prop.io import read_mask
 from label_prop.metrics import (
@@ -51,6 +51,7 @@ from label_prop.metrics import (
 from label_prop.plans import starting_ids
 from label_prop.results import GLOBAL_CSV, PER_SEQUENCE_CSV, results_csv_paths, results_root  # noqa: F401
 
+PROG = "bash scripts/run_metrics.sh"
 GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
 PER_SEQUENCE_COLUMNS = ["Sequence", "J-Mean", "F-Mean"]
 
@@ -231,7 +232,7 @@ def check_writable(out_dir: str | os.PathLike, overwrite: bool, suffix: str = ""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bash scripts/run_metrics.sh",
+        prog=PROG,
         description="Score predicted masks (J, F, J&F) as the official DAVIS evaluation "
                     "(also: python -m label_prop.evaluate).",
     )
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     args = build_parser().parse_args(argv)
-    return run_cli("bash scripts/run_metrics.sh", lambda: _run(args))
+    return run_cli(PROG, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -261,6 +262,7 @@ def _run(args: argparse.Namespace) -> int:
     out_dir = results_root(args.results_dir, args.model, bench.name)
     suffix = f"-{args.split}" if args.split else ""
     check_writable(out_dir, args.overwrite, suffix)
+    clean_stale_temporaries(out_dir, PROG)
     global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
     g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite, suffix=suffix)
     with pd.option_context("display.precision", 3, "display.width", 200):

@@ -59,7 +59,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli, staged_dir
+from hvc.runtime import (UsageError, atomic_write, clean_stale_temporaries, git_revision, resolve_device, run_cli,
+                         staged_dir)
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
 from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
@@ -185,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
                             device=device)
+    clean_stale_temporaries(out_root, PROG)
     # to the microsecond: two runs started within one second must not share a record
     started = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     record = {

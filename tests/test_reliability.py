@@ -179,6 +179,25 @@ def test_atomic_write_all_keeps_every_old_file_on_failure(tmp_path):
     assert a.read_text() == "old a" and b.read_text() == "old b" and sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
 
 
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_temporaries_of_killed_runs_are_removed(davis16, capsys):
+    root, res = davis16
+    out = res / "random" / "davis16"
+    out.mkdir(parents=True)
+    stale = out / f".global_results.csv.tmp{_dead_pid()}"
+    stale.write_text("half a table")
+    live = out / f".run-x.json.tmp{os.getppid()}"  # a running process's temporary file is kept
+    live.write_text("{")
+    assert R.main(_bench(root, res)) == 0
+    assert not stale.exists() and live.exists()
+    assert f"removed {stale} (0.0 MiB), a temporary file left by a killed run" in capsys.readouterr().err
+    live.unlink()
+
+
 def test_demo_refuses_to_replace_a_folder_with_other_files(tmp_path, capsys):
     from label_prop import demo
 
