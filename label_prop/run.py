@@ -23,7 +23,7 @@ same way). Outputs there:
   one per written frame (DAVIS: every frame; YouTube-VOS: the meta.json frames from the first
   appearance; filelists: flag-1 lines); the first annotated frame is the given annotation, void
   turned into background;
-* ``<results-dir>/MODEL/BENCHMARK.zip`` for davis17dev / ytvos18 / ytvos19 after a run over all
+* ``<results-dir>/<model name>/BENCHMARK.zip`` for davis17dev / ytvos18 / ytvos19 after a run over all
   sequences: the server's layout (:mod:`label_prop.submission`);
 * ``run-<UTC timestamp>.json``: the exact command, arguments, git revision, device, versions, the
   model (name and the weights file's full path), the settings that determine the PNGs
@@ -187,47 +187,59 @@ def _run(args: argparse.Namespace) -> int:
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
                             device=device)
     clean_stale_temporaries(out_root, PROG)
-    # to the microsecond: two runs started within one second must not share a record
-    started = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    record = {
-        "command": shlex.join([sys.executable, "-m", "label_prop.run", *sys.argv[1:]]),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "model": {"name": model_name(args.model), "argument": args.model,
-                  "path": str(model_path.resolve()) if model_path is not None else None},
-        "settings": settings,
-        "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
-        "started_utc": started, "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "host": platform.node(),
-        "normalization": encoder.normalization.name, "resumed_skipped": skipped, "sequences": {},
-    }
-    total, wall0, run_path = Timings(), time.perf_counter(), out_root / f"run-{started}.json"
-
-    def write_record() -> None:
-        atomic_write(run_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-
-    record.update(complete=False, wall_s=0.0, frames=0, **total.per_frame())
-    with tqdm(total=sum(len(p.frames) for p in todo), desc=bench.name, unit="frame", file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        for plan in todo:
-            tm = _write_sequence(plan, encoder, config, out_root, ov_root / plan.name if args.save_overlays else None,
-                                 bar)
-            total.add(tm)
-            record["sequences"][plan.name] = {"frames": len(plan.frames), "written": sum(plan.save), **tm.per_frame()}
-            # The record is rewritten after every sequence, so an interrupted run keeps its timings
-            # and --resume knows which sequences are complete.
-            record.update(wall_s=time.perf_counter() - wall0, frames=total.frames, **total.per_frame())
-            write_record()
+    record = _new_record(args, model_path, settings, device, encoder, skipped)
+    run_path = out_root / f"run-{record['started_utc']}.json"
+    _segment_all(todo, encoder, config, out_root, ov_root if args.save_overlays else None, record, run_path,
+                 bench.name)
     if zip_path is not None:
         build_submission(bench, out_root, zip_path, overwrite=True, expected={p.name: p.saved_names() for p in plans})
         record["submission_zip"] = str(zip_path)
     record["complete"] = True
-    write_record()
+    _write_record(run_path, record)
     print(f"{record['frames']} frames of {len(todo)} sequences in {record['wall_s']:.1f} s on {device}: "
           f"features {record['features_s_per_frame']:.3f} s/frame, "
           f"propagation {record['propagate_s_per_frame']:.3f} s/frame"
           + (f" ({len(skipped)} complete sequences skipped)" if skipped else ""))
     print(f"wrote {out_root}/<sequence>/*.png and {run_path}")
     return 0
+
+
+def _new_record(args: argparse.Namespace, model_path: Path | None, settings: dict, device: torch.device,
+                encoder: FrameEncoder, skipped: dict[str, str]) -> dict:
+    """The run record before any sequence is done (see the module docstring)."""
+    return {
+        "command": shlex.join([sys.executable, "-m", "label_prop.run", *sys.argv[1:]]),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model": {"name": model_name(args.model), "argument": args.model,
+                  "path": str(model_path.resolve()) if model_path is not None else None},
+        "settings": settings,
+        "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
+        # to the microsecond: two runs started within one second must not share a record
+        "started_utc": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f"),
+        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "host": platform.node(), "normalization": encoder.normalization.name, "resumed_skipped": skipped,
+        "sequences": {}, "complete": False, "wall_s": 0.0, "frames": 0, **Timings().per_frame(),
+    }
+
+
+def _write_record(path: Path, record: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+
+
+def _segment_all(todo: list[SequencePlan], encoder: FrameEncoder, config: PropagationConfig, out_root: Path,
+                 ov_root: Path | None, record: dict, run_path: Path, desc: str) -> None:
+    """Segment ``todo`` under one progress bar over all their frames; the run record is rewritten
+    after every sequence, so an interrupted run keeps its timings and ``--resume`` knows which
+    sequences are complete."""
+    total, wall0 = Timings(), time.perf_counter()
+    with tqdm(total=sum(len(p.frames) for p in todo), desc=desc, unit="frame", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for plan in todo:
+            tm = _write_sequence(plan, encoder, config, out_root, ov_root / plan.name if ov_root else None, bar)
+            total.add(tm)
+            record["sequences"][plan.name] = {"frames": len(plan.frames), "written": sum(plan.save), **tm.per_frame()}
+            record.update(wall_s=time.perf_counter() - wall0, frames=total.frames, **total.per_frame())
+            _write_record(run_path, record)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
