@@ -57,6 +57,7 @@ from label_prop.features import FrameEncoder, add_encoder_arguments, build_encod
 from label_prop.io import read_annotation, write_palette_png
 from label_prop.pipeline import Timings, VideoSegmenter, require_objects
 from label_prop.plans import starting_ids
+from label_prop.results import model_name
 from label_prop.video import OverlayWriter, VideoFrames
 
 PROG = "python -m label_prop.segment"
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     with staged_dir(out) as tmp:
         record = _segment(args, config, encoder, frames, itertools.chain([(first_name, first)], stream), mask,
                           objects if objects is not None else present, tmp)
-        record.update(model={"name": args.model, "path": str(model_path.resolve()) if model_path else None},
+        record.update(model={"name": model_name(args.model), "path": str(model_path.resolve()) if model_path else None},
                       objects_requested=objects, device=str(device))
         atomic_write(tmp / "segment.json", lambda t: Path(t).write_text(json.dumps(record, indent=2) + "\n"))
     print(f"{record['frames']} frames in {record['wall_s']:.1f} s, peak RSS {record['peak_rss_mib']:.0f} MiB; "
@@ -166,9 +167,9 @@ def _segment(args: argparse.Namespace, config: PropagationConfig, encoder: Frame
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
+    """CLI entry point; returns the exit status (0 ok, 1 bad data or unwritable, 2 usage error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _run(args))
+    return run_cli(PROG, lambda: _run(args), interrupted=f"{args.out} was left as it was")
 
 
 if __name__ == "__main__":
