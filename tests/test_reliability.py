@@ -683,3 +683,74 @@ def test_ffmpeg_failure_names_the_video(tmp_path):
             for f in _frames(3):
                 w.write(f, _two_objects())
     assert exc.value.filename == str(tmp_path / "missing" / "o.mp4") and "ffmpeg" in exc.value.strerror
+
+
+# --------------------------------------------------------------------------- 6. training
+
+TRAIN = ["--mode", "video", "--batch-size", "2", "--img-size", "64", "--seed", "7", "--workers", "0", "--threads", "1",
+         "--log-every", "1", "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture
+def video_data(data_root):
+    from conftest import require_data
+
+    return require_data(data_root / "unlabeled-video" / "JPEGImages", "unlabeled video").parent
+
+
+@pytest.mark.data
+def test_training_killed_before_its_first_checkpoint_resumes_from_step_0(video_data, tmp_path, monkeypatch, capsys):
+    from hvc import train as T
+
+    out = tmp_path / "run"
+    args = ["--data", str(video_data), "--steps", "3", "--ckpt-every", "100", *TRAIN, "--output-dir", str(out)]
+    monkeypatch.setattr(T, "save_checkpoint", _fail_on_call(T.save_checkpoint, 1, KeyboardInterrupt()))
+    assert T.main(args) == 130  # killed at its first checkpoint: log rows and run.json, no checkpoint
+    assert err_last(capsys) == "hvc.train: interrupted"
+    assert (out / "log.csv").is_file() and not (out / "checkpoint.pth").exists()
+    monkeypatch.undo()
+    stale = out / f".checkpoint.pth.tmp{_dead_pid()}"  # what a SIGKILL during a save leaves
+    stale.write_bytes(b"\0" * 2**20)
+    assert T.main([*args, "--resume", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert "stopped before its first checkpoint" in err and "starting it again at step 0" in err
+    assert f"removed {stale} (1.0 MiB), a temporary file left by a killed run" in err
+    assert load_checkpoint(out / "checkpoint.pth")["step"] == 3 and not stale.exists()
+    assert pd.read_csv(out / "log.csv")["step"].tolist() == [1, 2, 3]
+
+
+def err_last(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.data
+def test_training_on_a_full_disk_names_the_checkpoint_and_keeps_the_last_one(video_data, tmp_path, monkeypatch,
+                                                                             capsys):
+    import builtins
+
+    from hvc import checkpoint as C
+    from hvc import train as T
+
+    out = tmp_path / "run"
+    calls = [0]
+
+    def disk_fills_up(path, mode="r", *a, **k):  # the second checkpoint's bytes do not fit
+        f = builtins.open(path, mode, *a, **k)
+        if "w" in mode:
+            calls[0] += 1
+            if calls[0] == 2:
+                f.write = lambda data: (_ for _ in ()).throw(_enospc())
+        return f
+
+    monkeypatch.setattr(C, "open", disk_fills_up, raising=False)
+    args = ["--data", str(video_data), "--steps", "4", "--ckpt-every", "2", *TRAIN, "--output-dir", str(out)]
+    assert T.main(args) == 1
+    line = _error_line(capsys.readouterr().err, "hvc.train")
+    ckpt = out / "checkpoint.pth"
+    assert f"{ckpt}: No space left on device while saving step 4; {ckpt} holds step 2, continue from it with " \
+           f"--resume auto" in line
+    assert load_checkpoint(ckpt)["step"] == 2 and not list(out.glob(".*tmp*"))
+    monkeypatch.undo()
+    assert T.main([*args, "--resume", "auto"]) == 0 and load_checkpoint(ckpt)["step"] == 4
