@@ -71,7 +71,7 @@ class TrainConfig:
     # [MIN, MAX]; dimensionless. Paper: (0, 1).
     crop_scale: Tuple[float, float] = DEFAULT_SCALE
     # Data-loader processes per rank; None: 0 on CPU, min(8, CPUs / processes per node) on CUDA
-    # (hvc.trainer.default_workers). Reference: 16.
+    # (hvc.step.default_workers). Reference: 16.
     workers: Optional[int] = None
     # Decoded frames kept in memory per rank, MiB (uint8; 0: off). Not a paper setting.
     cache_mb: int = 2048
