@@ -241,7 +241,7 @@ LOSS_TOLERANCE = {None: 1e-4, torch.bfloat16: 0.05, torch.float16: 0.05}
 
 class Stepper:
     """One configuration's model, optimiser and inputs; ``step()`` runs and times one training
-    step (as hvc.train does: EMA update, forward under autocast, backward, Adam)."""
+    step (as hvc.trainer does: EMA update, forward under autocast, backward, Adam)."""
 
     def __init__(self, name: str, batch: int, size: int, device: torch.device):
         self.name = name

@@ -9,7 +9,7 @@ The paper's setting is the trainer's default (no preset): batch 128, 256x256 cro
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Collection, Dict, Mapping
 
 #: preset name -> {argparse destination: value}
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -37,3 +37,22 @@ def preset_defaults(name: str) -> Dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return dict(PRESETS[name])
+
+
+def apply_preset(values: Mapping[str, Any], explicit: Collection[str]) -> Dict[str, Any]:
+    """``values`` (setting name -> value, e.g. the parsed flags) with the values of the preset
+    ``values["preset"]`` in place of those of the settings not in ``explicit`` (the flags given on
+    the command line); ``epochs`` given without ``steps`` drops the preset's ``steps``. Without a
+    preset: a copy of ``values``.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    out = dict(values)
+    if out.get("preset") is None:
+        return out
+    defaults = preset_defaults(out["preset"])
+    if "epochs" in explicit and "steps" not in explicit:
+        defaults.pop("steps", None)
+    out.update({k: v for k, v in defaults.items() if k not in explicit})
+    return out

@@ -110,7 +110,8 @@ def test_new_flags_defaults_are_the_papers_and_are_validated(tmp_path, capsys):
 def test_precision_and_workers_resolution():
     import torch
 
-    from hvc.train import DistContext, default_workers, resolve_precision
+    from hvc.distributed import DistContext
+    from hvc.step import default_workers, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision(cpu, True, "float16", True).name == "float32"  # float16 autocast: CUDA only
@@ -141,3 +142,55 @@ def test_run_train_sh_starts_torchrun_with_nproc_per_node(tmp_path):
     bad = subprocess.run(["bash", str(REPO / "scripts" / "run_train.sh"), "--nproc-per-node", "two"],
                          env={**os.environ, "PYTHON": "echo"}, capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+def test_config_holds_every_flag_and_stores_the_same_dict_as_the_flags():
+    """The checkpoint's and run.json's ``args`` (TrainConfig.to_dict) are the parsed flags' dict,
+    same keys in the same order (checkpoints of earlier versions resume against it)."""
+    import dataclasses
+    import inspect
+
+    from hvc.checkpoint import plain
+    from hvc.config import TrainConfig
+    from hvc.train import parse_args
+
+    base = ["--data", "d", "--output-dir", "o"]
+    for extra in ([], ["--preset", "cpu-1h", "--epochs", "3"], ["--crop-scale", "0.2", "1", "--snapshot-steps", "4,2",
+                                                               "--mode", "images", "--image-dirs", "a", "b", "--no-amp"]):
+        args = parse_args([*base, *extra])
+        stored = TrainConfig.from_mapping(vars(args)).to_dict()
+        assert list(stored.items()) == list(plain(vars(args)).items()), extra
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert names == [a.dest for a in build_parser()._actions if a.dest != "help"]
+    source = inspect.getsource(TrainConfig).splitlines()
+    for name in names:  # every setting has its comment (meaning, unit, the paper's value) above it
+        line = next(i for i, text in enumerate(source) if text.strip().startswith(f"{name}:"))
+        assert source[line - 1].strip().startswith("#"), name
+
+
+def test_config_checks_its_values_without_a_command_line():
+    import dataclasses
+
+    from hvc.config import TrainConfig
+    from hvc.runtime import UsageError
+
+    ok = TrainConfig(data="d", output_dir="o", crop_scale=[0.2, 1.0])
+    assert ok.batch_size == 128 and ok.img_size == 256 and ok.lr == 1e-3  # the paper's defaults
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ok.lr = 1.0
+    for bad, message in (({"img_size": 100}, "multiple of 8"), ({"mode": "audio"}, "--mode"),
+                         ({"spatial_weight": 0, "temporal_weight": 0}, "both 0"), ({"steps": 0}, "--steps")):
+        with pytest.raises(UsageError, match=message):
+            TrainConfig.from_mapping({"data": "d", "output_dir": "o", **bad})
+
+
+def test_train_module_keeps_the_names_imported_from_it():
+    """Code written against the one-module trainer keeps working: hvc.train re-exports the library's objects."""
+    import hvc.train as T
+    from hvc import data, distributed, rundir, step
+
+    assert T.NORMALIZATION is data.crops.NORMALIZATION and T.DistContext is distributed.DistContext
+    assert T.LOG_FIELDS is rundir.LOG_FIELDS and T.resolve_precision is step.resolve_precision
+    for name in ("batch_to_device", "forward_backward", "make_loader", "default_workers", "dist_context_from_env",
+                 "setup_distributed", "wrap_model", "save_checkpoint", "train", "main", "parse_args", "build_parser"):
+        assert callable(getattr(T, name)), name

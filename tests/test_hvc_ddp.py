@@ -17,9 +17,10 @@ import torch.multiprocessing as mp
 
 from hvc.checkpoint import load_checkpoint
 from hvc.data import EpochSampler, VideoFrameDataset
+from hvc.data.crops import NORMALIZATION
 from hvc.model import HVCModel
-from hvc.train import NORMALIZATION, batch_to_device, forward_backward, main as train_main, make_loader, \
-    resolve_precision
+from hvc.step import batch_to_device, forward_backward, make_loader, resolve_precision
+from hvc.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 SEED, BATCH, SIZE = 3, 4, 32
@@ -68,7 +69,7 @@ def _worker(rank: int, world: int, ports: list, data: str, out: str) -> None:
     """One rank: the gradient probe, then a run stopped at step 2 and its resume (hvc.train.main)."""
     import torch.distributed as dist
 
-    from hvc.train import dist_context_from_env, setup_distributed, wrap_model
+    from hvc.distributed import dist_context_from_env, setup_distributed, wrap_model
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),

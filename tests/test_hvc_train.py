@@ -162,10 +162,10 @@ def test_snapshots_are_checkpoints_the_export_takes(tmp_path, capsys):
 
 
 def test_log_written_by_an_older_version_gets_the_new_columns(tmp_path):
-    from hvc.train import LOG_FIELDS, _Logger
+    from hvc.rundir import LOG_FIELDS, RunLogger
 
     (tmp_path / "log.csv").write_text("step,epoch,loss\n1,0.5,-1.0\n2,1.0,-2.0\n")
-    logger = _Logger(tmp_path, tensorboard=False)
+    logger = RunLogger(tmp_path, tensorboard=False)
     logger.log({k: 3 for k in LOG_FIELDS})
     logger.close()
     log = pd.read_csv(tmp_path / "log.csv")

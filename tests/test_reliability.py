@@ -701,10 +701,11 @@ def video_data(data_root):
 @pytest.mark.data
 def test_training_killed_before_its_first_checkpoint_resumes_from_step_0(video_data, tmp_path, monkeypatch, capsys):
     from hvc import train as T
+    from hvc import trainer
 
     out = tmp_path / "run"
     args = ["--data", str(video_data), "--steps", "3", "--ckpt-every", "100", *TRAIN, "--output-dir", str(out)]
-    monkeypatch.setattr(T, "save_checkpoint", _fail_on_call(T.save_checkpoint, 1, KeyboardInterrupt()))
+    monkeypatch.setattr(trainer, "save_checkpoint", _fail_on_call(trainer.save_checkpoint, 1, KeyboardInterrupt()))
     assert T.main(args) == 130  # killed at its first checkpoint: log rows and run.json, no checkpoint
     assert err_last(capsys) == "hvc.train: interrupted"
     assert (out / "log.csv").is_file() and not (out / "checkpoint.pth").exists()
