@@ -70,7 +70,8 @@ def test_device_check_smoke_runs_every_stage(small_device_data, tmp_path):
         "score_random": "skipped"}
     assert st["tests"]["skipped"] >= 1 and "tests/test_gpu_inference.py" in st["tests"]["files"]  # cuda tests skip here
     tr = st["train"]
-    assert tr["steps"] >= 3 and tr["stop_at"] >= 3 and math.isfinite(tr["loss_last"]) and tr["batch_size"] == 4
+    assert tr["steps"] >= 3 and tr["stop_at"] >= 4 and math.isfinite(tr["loss_last"]) and tr["batch_size"] == 4
+    assert tr["calibration"]["rc"] == 0 and tr["main"]["rc"] == 0  # the resumed run ran
     sc = st["score"]
     assert sc["model"] == "device-check" and sc["sequences"] == ["motocross-jump"] and sc["frames"] == 6
     assert 0 <= sc["J&F-Mean"] <= 1 and sc["frames_per_s"] > 0 and sc["input_size"] == 96
