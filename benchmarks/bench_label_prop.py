@@ -1,7 +1,7 @@
 """Benchmark: the local-window engine against the dense computation of the same protocol.
 
     python benchmarks/bench_label_prop.py [--grid 60 107] [--channels 256] [--n-context 20 50]
-                                          [--repeats 3] [--device cpu cuda]
+                                          [--repeats 3] [--device cpu cuda] [--features]
 
 DAVIS-size features by default (854x480 frames at stride 8 give a 60x107 grid, 256 channels).
 For each n_context, both implementations label the same frame in steady state: the context
@@ -12,11 +12,18 @@ during one more, untimed step (CPU: resident-set growth sampled every 2 ms by a 
 out of the timed steps; CUDA: max_memory_allocated) and, for the engine, the size of its ring
 buffer of context features and labels (allocated once), and the agreement of the outputs (max
 |difference| of soft labels, argmax agreement). The speed ratio dense/engine is computed in the
-same process.
+same process. The engine's chunk sizes are those :func:`label_prop.engine.chunk_sizes` picks for
+the device (printed).
+
+``--features`` also times the encoder (the ``random`` ResNet-18, layer3, stride 8) on one
+854x480 frame (``--frame-size``) per ``--amp-dtypes`` (float32, bfloat16 and float16 autocast):
+seconds per frame (median), frames/s, peak memory, and the features' cosine similarity to
+float32's (mean and minimum over the grid).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -29,7 +36,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from label_prop.config import PropagationConfig  # noqa: E402
-from label_prop.engine import LabelPropagator  # noqa: E402
+from label_prop.engine import LabelPropagator, chunk_sizes  # noqa: E402
+from label_prop.features import build_encoder  # noqa: E402
 from label_prop.reference import dense_frame  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -127,6 +135,25 @@ def bench(device: torch.device, grid, C, K, n_context, repeats, dense_repeats, s
     return dict(t_e=t_e, m_e=m_e, t_d=t_d, m_d=m_d, diff=diff, agree=agree, ring=prop.memory.nbytes)
 
 
+def bench_features(device: torch.device, dtypes, repeats: int, size=(480, 854)):
+    """Rows ``(dtype, s/frame, peak bytes, mean cosine, min cosine)`` of the encoder on one frame."""
+    g = torch.Generator().manual_seed(0)
+    frame = (F.avg_pool2d(torch.rand(1, 3, *size, generator=g), 9, stride=1, padding=4)[0] * 255).to(torch.uint8)
+    frame = frame.permute(1, 2, 0).numpy()
+    ref, rows = None, []
+    for name in dtypes:
+        if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            continue
+        enc = build_encoder("random", device=device, amp_dtype=name)
+        enc.encode_frame(frame)  # warm-up (cudnn autotuning, allocator)
+        feat, peak = _peak(lambda: enc.encode_frame(frame), device)
+        t = statistics.median(_seconds(lambda: enc.encode_frame(frame), device) for _ in range(repeats))
+        ref = feat if ref is None else ref
+        cos = (feat * ref).sum(0)
+        rows.append((name, t, peak, cos.mean().item(), cos.min().item()))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", type=int, nargs=2, default=(60, 107), metavar=("H", "W"))
@@ -137,6 +164,12 @@ def main(argv=None):
     p.add_argument("--dense-repeats", type=int, default=None, help="timed dense steps (default: --repeats)")
     p.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--features", action="store_true", help="also time the encoder per autocast dtype on one frame")
+    p.add_argument("--amp-dtypes", nargs="+", default=("float32", "bfloat16", "float16"),
+                   help="with --features: the dtypes (the first is the reference of the cosine columns)")
+    p.add_argument("--frame-size", type=int, nargs=2, default=(480, 854), metavar=("H", "W"),
+                   help="with --features: the frame size, pixels")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -147,16 +180,48 @@ def main(argv=None):
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     header = (f"{'device':6} {'n_ctx':>5} | {'engine s/frame':>14} {'frames/s':>8} {'peak MB':>8} {'ring MB':>8} | "
               f"{'dense s/frame':>13} {'frames/s':>8} {'peak MB':>8} | {'speed-up':>8} {'max|diff|':>9} {'argmax agree':>12}")
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        for n in args.n_context:
+            c = chunk_sizes(tuple(args.grid), n, d.radius, device)
+            print(f"# {dev_name} n_context {n}: engine chunk sizes: query tile {c.query_tile}, "
+                  f"{c.tiles_per_batch} tiles per batch, {c.query_chunk} queries per frame-0 chunk")
     print(header)
     print("-" * len(header))
+    rows = {"engine": [], "features": []}
     for dev_name in devices:
         device = torch.device(dev_name)
         dense_repeats = args.dense_repeats or args.repeats
         for n in args.n_context:
             r = bench(device, tuple(args.grid), args.channels, args.objects, n, args.repeats, dense_repeats)
+            rows["engine"].append({"device": dev_name, "n_context": n, "engine_s_per_frame": r["t_e"],
+                                   "engine_peak_mib": r["m_e"] / 2**20, "ring_mib": r["ring"] / 2**20,
+                                   "dense_s_per_frame": r["t_d"], "dense_peak_mib": r["m_d"] / 2**20,
+                                   "speed_up": r["t_d"] / r["t_e"], "max_abs_diff": r["diff"],
+                                   "argmax_agreement": r["agree"]})
             print(f"{dev_name:6} {n:5d} | {r['t_e']:14.3f} {1 / r['t_e']:8.3f} {r['m_e'] / 2**20:8.0f} {r['ring'] / 2**20:8.0f} | "
                   f"{r['t_d']:13.3f} {1 / r['t_d']:8.3f} {r['m_d'] / 2**20:8.0f} | "
                   f"{r['t_d'] / r['t_e']:7.1f}x {r['diff']:9.1e} {100 * r['agree']:11.3f}%", flush=True)
+    if args.features:
+        fh, fw = args.frame_size
+        print(f"\nencoder ('random' ResNet-18 layer3, stride 8), one {fw}x{fh} frame, median of {args.repeats}:")
+        header = (f"{'device':6} {'dtype':8} | {'s/frame':>8} {'frames/s':>8} {'peak MB':>8} | "
+                  f"{'cos mean':>8} {'cos min':>8}")
+        print(header)
+        print("-" * len(header))
+        for dev_name in devices:
+            for name, t, peak, cmean, cmin in bench_features(torch.device(dev_name), args.amp_dtypes, args.repeats,
+                                                                  tuple(args.frame_size)):
+                print(f"{dev_name:6} {name:8} | {t:8.3f} {1 / t:8.1f} {peak / 2**20:8.0f} | {cmean:8.5f} {cmin:8.5f}",
+                      flush=True)
+                rows["features"].append({"device": dev_name, "dtype": name, "s_per_frame": t, "peak_mib": peak / 2**20,
+                                         "cos_mean": cmean, "cos_min": cmin})
+    if args.json is not None:
+        rows["torch"], rows["grid"] = torch.__version__, list(args.grid)
+        if any(d.startswith("cuda") for d in devices):
+            rows["gpu"] = torch.cuda.get_device_name()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

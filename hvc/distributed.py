@@ -1,5 +1,6 @@
-"""Distributed training (``torchrun``, DDP) for :mod:`hvc.trainer`: where this process sits in the
-run, the process group and device, the DDP wrapper, and the collectives the loop needs.
+"""Distributed training (``torchrun``, DDP) for :mod:`hvc.trainer`: the process group and device,
+the DDP wrapper, and the collectives the loop needs. Where this process sits in the run is
+:class:`hvc.runtime.DistContext` (shared with sharded evaluation; re-exported here).
 
 Every function marked "a collective" must be called by every rank at the same point; without
 distribution (world size 1) each is the identity and communicates nothing. Backend NCCL on CUDA
@@ -7,9 +8,7 @@ distribution (world size 1) each is the identity and communicates nothing. Backe
 """
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
 from typing import Callable, List, TypeVar
 
 import torch
@@ -17,60 +16,16 @@ import torch.distributed as dist
 from torch import nn
 
 from .model import HVCModel
-from .runtime import UsageError, resolve_device
+from .runtime import DistContext, UsageError, dist_context_from_env, resolve_rank_device  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process sits in a (``torchrun``) distributed run; ``world_size == 1`` otherwise.
-
-    Fields: ``rank`` (0 .. world_size - 1), ``world_size`` (processes in the run, all nodes),
-    ``local_rank`` (index on this node; selects ``cuda:LOCAL_RANK``), ``local_world_size``
-    (processes on this node).
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        """True on rank 0, the only rank that writes files and prints progress."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """True when there is more than one process."""
-        return self.world_size > 1
-
-
-def dist_context_from_env() -> DistContext:
-    """The :class:`DistContext` described by ``torchrun``'s environment variables (``RANK``,
-    ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``); a single process when they are unset.
-
-    Raises:
-        ValueError: inconsistent values (the variables are named).
-    """
-    env = os.environ
-    try:
-        ctx = DistContext(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
-                          int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))))
-    except ValueError:
-        raise ValueError("RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE must be integers") from None
-    if ctx.world_size < 1 or not 0 <= ctx.rank < ctx.world_size or not 0 <= ctx.local_rank < ctx.local_world_size:
-        raise ValueError(f"inconsistent torchrun environment: RANK {ctx.rank}, WORLD_SIZE {ctx.world_size}, "
-                         f"LOCAL_RANK {ctx.local_rank}, LOCAL_WORLD_SIZE {ctx.local_world_size}")
-    return ctx
 
 
 def setup_distributed(device_arg: str, ctx: DistContext) -> torch.device:
     """This rank's device, and the default process group when ``ctx`` is distributed.
 
-    The device is :func:`hvc.runtime.resolve_device` of ``device_arg``; under torchrun a CUDA
-    device without an index becomes ``cuda:LOCAL_RANK`` (made current). The process group uses
+    The device is :func:`hvc.runtime.resolve_rank_device` of ``device_arg`` (under torchrun a CUDA
+    device without an index becomes ``cuda:LOCAL_RANK``), made current. The process group uses
     NCCL on CUDA and gloo on CPU, rendezvous from the environment (``MASTER_ADDR``/``MASTER_PORT``,
     set by torchrun).
 
@@ -78,12 +33,7 @@ def setup_distributed(device_arg: str, ctx: DistContext) -> torch.device:
         UsageError: fewer GPUs than local ranks; see :func:`hvc.runtime.resolve_device` (CUDA
             requested but not available).
     """
-    device = resolve_device(device_arg)
-    if device.type == "cuda" and ctx.distributed and device.index is None:
-        if torch.cuda.device_count() <= ctx.local_rank:
-            raise UsageError(f"local rank {ctx.local_rank} needs cuda:{ctx.local_rank}, but only "
-                             f"{torch.cuda.device_count()} GPU(s) are visible")
-        device = torch.device("cuda", ctx.local_rank)
+    device = resolve_rank_device(device_arg, ctx)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if ctx.distributed and not dist.is_initialized():

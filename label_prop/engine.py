@@ -8,7 +8,7 @@ used unchanged by Araslanov et al. 2021 and HVC, Pei et al. arXiv 2404.13505; do
 * frame 0 as long-term memory, every key position (no spatial limit), and
 * one short-term entry for each ``tau`` in ``t - n_context ... t - 1``, the entry being frame
   ``max(tau, 0)`` (so early frames see repeated copies of frame 0), restricted to key positions
-  within the radius of the query (:meth:`label_prop.window.WindowGeometry.within`).
+  within the radius of the query (:func:`label_prop.window.within_radius`).
 
 Each query position takes the ``topk`` highest dot products over all candidates of all entries;
 its soft label is ``sum_i softmax(score / temperature)_i * label_i`` over those ``topk``. The
@@ -18,13 +18,74 @@ Here only the local windows are computed (:mod:`label_prop.window`), frame 0 is 
 and the duplicate copies of frame 0 enter the top-k by *multiplicity* instead of as copies
 (:func:`weighted_topk_labels`), which gives the dense computation's result (a candidate repeated
 ``m`` times takes up to ``m`` of the top-k slots, each with the same weight).
+
+**Chunk sizes** (:func:`chunk_sizes`; speed and memory knobs only, the result does not depend on
+them, tested): on CPU 8 x 8 query tiles (other shapes measured within noise, README
+"Benchmarks"), up to 16 tiles of a tile row per batch and 1024 queries per chunk of the frame-0
+affinity, the sizes the CPU engine was developed and benchmarked with. On CUDA the two
+scratch buffers may each take a budget of 1/32 of the GPU's memory (:data:`CUDA_BUDGET_FRACTION`:
+512 MiB on a 16 GB GPU): the frame-0 affinity takes as many queries per chunk as fit (a whole
+480p frame, 6420 x 6420 floats = 157 MiB, in one product) and a batch as many tiles of a tile
+row as fit (all 14 tiles of a 480p row at n_context 50 take 138 MiB), so that each product is
+as large as the budget allows; the tile stays 8 x 8.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from label_prop.config import PropagationConfig
-from label_prop.window import TileScratch, WindowGeometry, local_topk
+from label_prop.window import TileScratch, WindowGeometry, local_topk, region_rows
+
+#: Fraction of a GPU's memory each of the engine's two scratch buffers (frame-0 affinity chunk,
+#: scores of a batch of tiles) may take (module docstring, "Chunk sizes").
+CUDA_BUDGET_FRACTION = 1 / 32
+
+
+@dataclass(frozen=True)
+class ChunkSizes:
+    """The engine's speed/memory knobs (module docstring, "Chunk sizes").
+
+    Fields: ``query_tile`` (query tile side, grid cells), ``tiles_per_batch`` (tiles of a tile
+    row scored in one batch), ``query_chunk`` (queries per chunk of the frame-0 affinity).
+    """
+
+    query_tile: int = 8
+    tiles_per_batch: int = 16
+    query_chunk: int = 1024
+
+
+def chunk_sizes(grid: tuple[int, int], n_context: int, radius: float, device: torch.device | str,
+                budget_bytes: int | None = None) -> ChunkSizes:
+    """The chunk sizes for a ``grid = (h, w)`` engine on ``device`` (module docstring's rule).
+
+    Args:
+        grid: feature grid, cells.
+        n_context: short-term context frames (ring slots).
+        radius: the protocol's radius, cells (sets the tiles' region size).
+        device: CPU: the fixed CPU sizes; CUDA: sized to ``budget_bytes``.
+        budget_bytes: bytes each scratch buffer may take on CUDA (default:
+            :data:`CUDA_BUDGET_FRACTION` of the device's memory).
+
+    Returns:
+        :class:`ChunkSizes`; on CUDA ``query_chunk * h * w * 4 <= budget_bytes`` and
+        ``tiles_per_batch * n_groups * n_context * 64 * 4 <= budget_bytes``, each at least 1.
+    """
+    device = torch.device(device)
+    cpu = ChunkSizes()
+    if device.type != "cuda":
+        return cpu
+    if budget_bytes is None:
+        budget_bytes = int(torch.cuda.get_device_properties(device).total_memory * CUDA_BUDGET_FRACTION)
+    h, w = grid
+    Bh, Bw = min(cpu.query_tile, h), min(cpu.query_tile, w)
+    rows = region_rows(Bh, Bw, radius)
+    n_groups = rows[-1][3] + rows[-1][1]
+    per_tile = 4 * n_groups * max(n_context, 1) * Bh * Bw
+    ntx = -(-w // Bw)
+    return ChunkSizes(query_tile=cpu.query_tile, tiles_per_batch=max(1, min(ntx, budget_bytes // per_tile)),
+                      query_chunk=max(1, min(h * w, budget_bytes // (4 * h * w))))
 
 
 class ContextMemory:
@@ -129,28 +190,34 @@ class LabelPropagator:
             a speed knob only, the result does not depend on it.
         query_chunk: queries per chunk of the dense frame-0 affinity (bounds its memory:
             ``query_chunk * h * w * 4`` bytes).
+        tiles_per_batch: tiles of a tile row scored together (bounds the scores' memory).
+            Each knob left None comes from :func:`chunk_sizes` for the features' device.
 
     Besides the ring buffer the engine holds the scores of a batch of tiles,
-    ``tiles_per_batch * n_groups * n_context * Bh*Bw`` floats (145 MB at 480p and n_context 50),
-    and a per-tile mask of ``h * w * n_groups`` bools (6 MB at 480p).
+    ``tiles_per_batch * n_groups * n_context * Bh*Bw`` floats (145 MB at 480p and n_context 50
+    with the 14 tiles of a row), and a per-tile mask of ``h * w * n_groups`` bools (6 MB at 480p).
 
     Raises:
         ValueError: shapes disagree or a speed knob is out of range.
     """
 
     def __init__(self, first_feat: torch.Tensor, first_labels: torch.Tensor,
-                 config: PropagationConfig = PropagationConfig(), *, query_tile: int | tuple[int, int] = 8,
-                 query_chunk: int = 1024):
+                 config: PropagationConfig = PropagationConfig(), *, query_tile: int | tuple[int, int] | None = None,
+                 query_chunk: int | None = None, tiles_per_batch: int | None = None):
         if first_feat.ndim != 3 or first_labels.ndim != 3 or first_labels.shape[1:] != first_feat.shape[1:]:
             raise ValueError(f"features must be [C, h, w] and labels [K, h, w] on the same grid, got shapes "
                              f"{tuple(first_feat.shape)} and {tuple(first_labels.shape)}")
-        if query_chunk < 1:
-            raise ValueError(f"query_chunk must be >= 1, got {query_chunk}")
-        self.config, self.query_chunk = config, query_chunk
         self.C, self.h, self.w = first_feat.shape
         self.K = first_labels.shape[0]
         self.device = first_feat.device
-        self.geom = WindowGeometry((self.h, self.w), config.radius, query_tile, self.device)
+        auto = chunk_sizes((self.h, self.w), config.n_context, config.radius, self.device)
+        query_chunk = auto.query_chunk if query_chunk is None else query_chunk
+        if query_chunk < 1:
+            raise ValueError(f"query_chunk must be >= 1, got {query_chunk}")
+        self.config, self.query_chunk = config, query_chunk
+        self.geom = WindowGeometry((self.h, self.w), config.radius,
+                                   auto.query_tile if query_tile is None else query_tile, self.device,
+                                   auto.tiles_per_batch if tiles_per_batch is None else tiles_per_batch)
         self.memory = ContextMemory(first_feat, first_labels, config.n_context, self.geom)
         yy, xx = torch.meshgrid(torch.arange(self.h, device=self.device), torch.arange(self.w, device=self.device),
                                 indexing="ij")

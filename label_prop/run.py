@@ -6,6 +6,8 @@ Usage::
         [--resume] [--save-overlays] [--data-root PATH] [--results-dir results] [--read-masks first|existing]
         [--topk 15] [--temperature 0.1] [--radius 12] [--n-context 50] [--input-size -1] [--max-objects 19]
         [--checkpoints-dir checkpoints] [--moco FILE] [--seed 0] [--device auto|cpu|cuda] [--threads N]
+        [--amp-dtype float32|bfloat16|float16] [--shard I/N]
+    torchrun --nproc_per_node N -m label_prop.run MODEL BENCHMARK ...     # one shard per rank
 
 This module parses the command line and writes files; the work is done by the library:
 :func:`label_prop.filelists.open_benchmark` (a benchmark of :mod:`label_prop.datasets` or a
@@ -24,12 +26,14 @@ same way). Outputs there:
   appearance; filelists: flag-1 lines); the first annotated frame is the given annotation, void
   turned into background;
 * ``<results-dir>/<model name>/BENCHMARK.zip`` for davis17dev / ytvos18 / ytvos19 after a run over all
-  sequences: the server's layout (:mod:`label_prop.submission`);
-* ``run-<UTC timestamp>.json``: the exact command, arguments, git revision, device, versions, the
-  model (name and the weights file's full path), the settings that determine the PNGs
-  (:func:`label_prop.results.run_settings`), the encoder's input normalisation and the measured
-  seconds per frame (frame reading, feature extraction, propagation, writing) of each completed
-  sequence (rewritten after each one);
+  sequences: the server's layout (:mod:`label_prop.submission`); under torchrun rank 0 writes it
+  when every rank is done; shards run with ``--shard`` leave it to ``python -m label_prop.submission``;
+* ``run-<UTC timestamp>.json`` (``run-<UTC timestamp>-shardIofN.json`` for a shard): the exact
+  command, arguments, git revision, device, versions, the model (name and the weights file's full
+  path), the settings that determine the PNGs (:func:`label_prop.results.run_settings`), the
+  encoder's input normalisation, the shard (index, count, its sequences; rank and world size
+  under torchrun) and the measured seconds per frame (frame reading, feature extraction,
+  propagation, writing) of each completed sequence (rewritten after each one);
 * with ``--save-overlays``: ``<results-dir>/<model name>/overlays/BENCHMARK/<sequence>/<frame>.jpg``.
 
 A sequence (and its overlays) is written into a hidden ``.<sequence>.partial`` folder that
@@ -40,8 +44,9 @@ an earlier result. An existing sequence folder is never replaced without ``--ove
 (:func:`label_prop.results.completed_sequences`) and redoes the rest. Score tables
 (``global_results*.csv``, ``per-sequence_results*.csv``) that summarise a rewritten sequence are
 removed when it is replaced. One progress bar counts the frames of the whole run, with the
-remaining time. Exit status: 0, 1 (bad data, or a folder that cannot be written), 2 (usage
-error), 130 (interrupted), :mod:`hvc.runtime`.
+remaining time. Sharding (``--shard I/N`` or torchrun: which sequences each shard gets, and when
+the zip is built) is :mod:`label_prop.shard`. Exit status: 0, 1 (bad data, or a folder that
+cannot be written), 2 (usage error), 130 (interrupted), :mod:`hvc.runtime`.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ import shlex
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -59,8 +65,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from hvc.runtime import (UsageError, atomic_write, clean_stale_temporaries, git_revision, resolve_device, run_cli,
-                         staged_dir)
+from hvc.runtime import (DistContext, UsageError, atomic_write, clean_stale_temporaries, dist_context_from_env,
+                         git_revision, resolve_rank_device, run_cli, staged_dir)
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
 from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
@@ -70,6 +76,7 @@ from label_prop.pipeline import Timings, segment_plan
 from label_prop.plans import Benchmark, SequencePlan, data_root
 from label_prop.results import (completed_sequences, model_name, overlays_root, remove_stale_summaries,
                                 results_root, run_settings)
+from label_prop.shard import RULE, Shard, ShardGroup, run_together, shard_for_run
 from label_prop.submission import build_submission, submission_path
 
 PROG = "bash scripts/run_test.sh"
@@ -91,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip the sequences whose results are complete according to "
                         "the run records (run-*.json) made with the same settings, redo the others")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="segment only shard I of N (0 <= I < N) of the sequences, split by frame count "
+                        "(label_prop/shard.py); under torchrun each rank runs shard RANK/WORLD_SIZE without it")
     p.add_argument("--save-overlays", action="store_true", help="also write JPEG overlays")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
@@ -163,49 +173,103 @@ def _write_sequence(plan: SequencePlan, encoder: FrameEncoder, config: Propagati
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Segment every requested sequence, writing the PNGs, the run record and the zip."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """Segment this process's shard of the requested sequences (all of them unsharded), writing
+    the PNGs and the run record; the zip when the whole benchmark is complete."""
     if args.resume and args.overwrite:
         raise UsageError("give either --resume (keep complete sequences) or --overwrite (redo all), not both")
-    config = PropagationConfig.from_mapping(vars(args))
-    bench: Benchmark = open_benchmark(args.benchmark, args.read_masks)
-    names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
-    plans = [bench.plan(s, args.data_root) for s in names]
-    if not plans:
-        raise ValueError(f"{bench.name}: no sequences to segment")
-    out_root = results_root(args.results_dir, args.model, bench.name)
-    ov_root = overlays_root(args.results_dir, args.model, bench.name)
-    whole = bench.submission and not args.sequences and not args.split
-    zip_path = submission_path(args.results_dir, args.model, bench) if whole else None
-    model_path = resolve_model(args.model, args.checkpoints_dir)
-    settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks)
-    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings) if args.resume
-                     else (plans, {}))
-    _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
-    device = resolve_device(args.device)
-    encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device)
-    clean_stale_temporaries(out_root, PROG)
-    record = _new_record(args, model_path, settings, device, encoder, skipped)
-    run_path = out_root / f"run-{record['started_utc']}.json"
-    _segment_all(todo, encoder, config, out_root, ov_root if args.save_overlays else None, record, run_path,
-                 bench.name)
-    if zip_path is not None:
-        build_submission(bench, out_root, zip_path, overwrite=True, expected={p.name: p.saved_names() for p in plans})
-        record["submission_zip"] = str(zip_path)
-    record["complete"] = True
-    _write_record(run_path, record)
-    print(f"{record['frames']} frames of {len(todo)} sequences in {record['wall_s']:.1f} s on {device}: "
-          f"features {record['features_s_per_frame']:.3f} s/frame, "
-          f"propagation {record['propagate_s_per_frame']:.3f} s/frame"
-          + (f" ({len(skipped)} complete sequences skipped)" if skipped else ""))
-    print(f"wrote {out_root}/<sequence>/*.png and {run_path}")
+    ctx = dist_context_from_env()
+    shard = shard_for_run(args.shard, ctx)
+    with ShardGroup(ctx) as group:
+        # One timestamp (to the microsecond: two runs started within one second must not share a
+        # record) for all the shards of a torchrun launch: their records sit side by side.
+        started = group.broadcast(datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f"))
+        run_together(group, lambda: _segment_shard(args, shard, ctx, started), _finish)
     return 0
 
 
+@dataclass
+class _ShardJob:
+    """What a shard's run leaves for :func:`_finish`: the benchmark, every plan of the run (all
+    shards), the results folder, the zip to build (None: not this process's job) and this
+    process's run record with its path."""
+
+    bench: Benchmark
+    plans: list[SequencePlan]
+    out_root: Path
+    zip_path: Path | None
+    record: dict
+    run_path: Path
+
+
+def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, started: str) -> _ShardJob:
+    """Segment ``shard``'s sequences (those not complete with ``--resume``), writing the PNGs and
+    the run record."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = PropagationConfig.from_mapping(vars(args))
+    bench: Benchmark = open_benchmark(args.benchmark, args.read_masks)
+    names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
+    all_plans = [bench.plan(s, args.data_root) for s in names]
+    if not all_plans:
+        raise ValueError(f"{bench.name}: no sequences to segment")
+    mine = set(shard.select(names, [len(p.frames) for p in all_plans]))
+    plans = [p for p in all_plans if p.name in mine]
+    out_root = results_root(args.results_dir, args.model, bench.name)
+    ov_root = overlays_root(args.results_dir, args.model, bench.name)
+    whole = bench.submission and not args.sequences and not args.split
+    # The zip needs every shard: built here unsharded, by rank 0 under torchrun, else by label_prop.submission.
+    zip_path = submission_path(args.results_dir, args.model, bench) if whole and (shard.whole or ctx.distributed) \
+        else None
+    model_path = resolve_model(args.model, args.checkpoints_dir)
+    settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks,
+                            amp_dtype=args.amp_dtype)
+    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings) if args.resume
+                     else (plans, {}))
+    _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
+    device = resolve_rank_device(args.device, ctx)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # so that nothing lands on cuda:0 by default under torchrun
+    encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
+                            device=device, amp_dtype=args.amp_dtype)
+    # Temporaries of killed processes are found by PID, which only this machine's processes have:
+    # shards that may run on other machines (--shard, several nodes) leave them, rank 0 of a
+    # one-node launch cleans for all.
+    if shard.whole or (ctx.is_main and ctx.world_size == ctx.local_world_size):
+        clean_stale_temporaries(out_root, PROG)
+    record = _new_record(args, model_path, settings, device, encoder, skipped, started)
+    record.update(shard={"index": shard.index, "count": shard.count, "rule": RULE, "sequences": [p.name for p in plans],
+                         "all_sequences": len(all_plans)}, world_size=ctx.world_size, rank=ctx.rank)
+    job = _ShardJob(bench, all_plans, out_root, zip_path, record, out_root / f"run-{started}{shard.tag}.json")
+    _segment_all(todo, encoder, config, out_root, ov_root if args.save_overlays else None, record, job.run_path,
+                 bench.name if shard.whole else f"{bench.name} {shard.index}/{shard.count}")
+    record["complete"] = True
+    _write_record(job.run_path, record)
+    prefix = "" if shard.whole else f"shard {shard.index}/{shard.count}: "
+    print(f"{prefix}{record['frames']} frames of {len(todo)} sequences in {record['wall_s']:.1f} s on {device}: "
+          f"features {record['features_s_per_frame']:.3f} s/frame, "
+          f"propagation {record['propagate_s_per_frame']:.3f} s/frame"
+          + (f" ({len(skipped)} complete sequences skipped)" if skipped else ""))
+    print(f"wrote {out_root}/<sequence>/*.png and {job.run_path}")
+    if whole and zip_path is None:
+        print(f"when all {shard.count} shards are done: python -m label_prop.submission {args.model} {bench.name}"
+              f"{f' --results-dir {args.results_dir}' if str(args.results_dir) != 'results' else ''}")
+    return job
+
+
+def _finish(job: _ShardJob) -> None:
+    """Rank 0 (or the unsharded run), every shard complete: the server zip of a whole submission
+    benchmark, noted in this process's run record."""
+    if job.zip_path is None:
+        return
+    build_submission(job.bench, job.out_root, job.zip_path, overwrite=True,
+                     expected={p.name: p.saved_names() for p in job.plans})
+    job.record["submission_zip"] = str(job.zip_path)
+    _write_record(job.run_path, job.record)
+    print(f"wrote {job.zip_path}")
+
+
 def _new_record(args: argparse.Namespace, model_path: Path | None, settings: dict, device: torch.device,
-                encoder: FrameEncoder, skipped: dict[str, str]) -> dict:
+                encoder: FrameEncoder, skipped: dict[str, str], started: str) -> dict:
     """The run record before any sequence is done (see the module docstring)."""
     return {
         "command": shlex.join([sys.executable, "-m", "label_prop.run", *sys.argv[1:]]),
@@ -214,10 +278,10 @@ def _new_record(args: argparse.Namespace, model_path: Path | None, settings: dic
                   "path": str(model_path.resolve()) if model_path is not None else None},
         "settings": settings,
         "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
-        # to the microsecond: two runs started within one second must not share a record
-        "started_utc": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f"),
+        "started_utc": started,
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "host": platform.node(), "normalization": encoder.normalization.name, "resumed_skipped": skipped,
+        "host": platform.node(), "normalization": encoder.normalization.name, "amp_dtype": encoder.amp_dtype,
+        "resumed_skipped": skipped,
         "sequences": {}, "complete": False, "wall_s": 0.0, "frames": 0, **Timings().per_frame(),
     }
 

@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model_path = resolve_model(args.model, args.checkpoints_dir)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device)
+                            device=device, amp_dtype=args.amp_dtype)
     stream = iter(frames)
     first_name, first = next(stream)
     if first.shape[:2] != mask.shape:

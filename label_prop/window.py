@@ -1,7 +1,7 @@
 """The short-term part of the propagation engine: local-window geometry and the local top-k.
 
 A query position of frame ``t`` may match a position of a short-term context frame only when
-their Euclidean grid distance is below the radius (:meth:`WindowGeometry.within`, the one place
+their Euclidean grid distance is below the radius (:func:`within_radius`, the one place
 the radius is applied). Instead of scoring every key and masking afterwards, the query grid is
 cut into ``Bh x Bw`` tiles, and a tile's queries are scored against the keys of its
 *disc-tight region*: ``Bh + 2P`` rows (``P`` the largest offset within the radius), each row only
@@ -10,9 +10,10 @@ radius 12, against 900 for the bounding square).
 
 The context frames live in a ring buffer laid out ``[rows, cols, slot, C]`` (zero-padded by
 ``P``; :class:`label_prop.engine.ContextMemory`), so one region row over all filled slots is a
-contiguous ``[cols * slots, C]`` block: :func:`local_topk` scores all the tiles of a tile row
-(up to ``tiles_per_batch`` = 16 at a time) with one batched matrix product per region row and no
-copy, then takes an exact top-k in two stages over each region cell's maximum across the slots.
+contiguous ``[cols * slots, C]`` block: :func:`local_topk` scores the tiles of a tile row
+(``tiles_per_batch`` at a time, :func:`label_prop.engine.chunk_sizes`) with one batched matrix
+product per region row and no copy, then takes an exact top-k in two stages over each region
+cell's maximum across the slots.
 """
 from __future__ import annotations
 
@@ -27,6 +28,37 @@ def topk_row_length(n: int, k: int, device: torch.device) -> int:
     return 64 * k if device.type == "cpu" and 32 * k <= n < 64 * k else n
 
 
+def within_radius(dy, dx, radius: float):
+    """Whether grid offsets ``(dy, dx)`` (ints or integer tensors) are within ``radius``:
+    ``dy^2 + dx^2 < radius^2`` (strict, as the public code). The one place the radius is applied."""
+    return dy * dy + dx * dx < radius * radius
+
+
+def half_width(d: int, radius: float) -> int:
+    """The largest ``wd >= 0`` with ``(d, wd)`` within ``radius`` (0 when only ``(d, 0)`` is)."""
+    wd = 0
+    while within_radius(d, wd + 1, radius):
+        wd += 1
+    return wd
+
+
+def region_rows(Bh: int, Bw: int, radius: float) -> list[tuple[int, int, int, int]]:
+    """The disc-tight region of a ``Bh x Bw`` tile of queries, row by row: ``(row, width, first
+    column, first group)`` for each of the ``Bh + 2P`` rows (``P = half_width(0, radius)``), in
+    the tile's padded frame (query ``(i, j)`` of the tile sits at ``(P + i, P + j)``); the groups
+    (scored cells) are numbered row by row, so the last row's first group plus its width is the
+    region's number of cells."""
+    P = half_width(0, radius)
+    rows, g = [], 0
+    for a in range(Bh + 2 * P):
+        # Row a is d = max(0, P - a, a - P - Bh + 1) rows from the tile; only its columns within the
+        # radius of some query of the tile are scored: P - wd ... P + Bw - 1 + wd.
+        wd = half_width(max(0, P - a, a - P - Bh + 1), radius)
+        rows.append((a, Bw + 2 * wd, P - wd, g))
+        g += Bw + 2 * wd
+    return rows
+
+
 class WindowGeometry:
     """Tiles of an ``h x w`` query grid and the disc-tight key region of a tile.
 
@@ -35,6 +67,8 @@ class WindowGeometry:
         radius: short-term spatial limit, cells (a key is within when its distance is ``< radius``).
         query_tile: tile size in cells, ``B`` (square) or ``(Bh, Bw)``; a speed knob only.
         device: where the index tensors live.
+        tiles_per_batch: tiles of one tile row scored together (at most the row's ``ntx``; default
+            ``min(ntx, 16)``); a speed/memory knob only (:func:`label_prop.engine.chunk_sizes`).
 
     Attributes (all derived from the above): ``Bh, Bw`` (tile, clipped to the grid), ``P``
     (padding: the largest integer offset within the radius), ``nty, ntx`` (tiles per column /
@@ -46,45 +80,36 @@ class WindowGeometry:
     radius of the query, or off the image).
 
     Raises:
-        ValueError: a bad ``query_tile``.
+        ValueError: a bad ``query_tile`` or ``tiles_per_batch``.
     """
 
     def __init__(self, grid: tuple[int, int], radius: float, query_tile: int | tuple[int, int] = 8,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", tiles_per_batch: int | None = None):
         tiles = (query_tile, query_tile) if isinstance(query_tile, int) else tuple(query_tile)
         if len(tiles) != 2 or min(tiles) < 1:
             raise ValueError(f"query_tile must be an int or (rows, cols), all >= 1; got {query_tile!r}")
+        if tiles_per_batch is not None and tiles_per_batch < 1:
+            raise ValueError(f"tiles_per_batch must be >= 1, got {tiles_per_batch}")
         h, w = grid
         self.radius, self.h, self.w = radius, h, w
         self.Bh, self.Bw = Bh, Bw = min(tiles[0], h), min(tiles[1], w)
-        self.P = P = self.half_width(0)
+        self.P = P = half_width(0, radius)
         self.nty, self.ntx = -(-h // Bh), -(-w // Bw)
         self.Hpad, self.Wpad = self.nty * Bh + 2 * P, self.ntx * Bw + 2 * P
-        # Region row a (0 <= a < Bh + 2P) is d = max(0, P - a, a - P - Bh + 1) rows from the tile; only
-        # its columns within the radius of some query of the tile are scored: P - wd ... P + Bw - 1 + wd.
         # Groups: one per scored region cell, holding its scores over all slots, row by row.
-        self.region_rows = []  # (row, width, first column, first group)
-        g = 0
-        for a in range(Bh + 2 * P):
-            wd = self.half_width(max(0, P - a, a - P - Bh + 1))
-            self.region_rows.append((a, Bw + 2 * wd, P - wd, g))
-            g += Bw + 2 * wd
-        self.n_groups = g
+        self.region_rows = region_rows(Bh, Bw, radius)  # (row, width, first column, first group)
+        self.n_groups = self.region_rows[-1][3] + self.region_rows[-1][1]
         # Tiles of one tile row are scored together, at most this many at a time (bounds the scores).
-        self.tiles_per_batch = min(self.ntx, 16)
+        self.tiles_per_batch = min(self.ntx, 16 if tiles_per_batch is None else tiles_per_batch)
         self._index_tensors(torch.device(device))
 
     def within(self, dy, dx):
-        """Whether grid offsets ``(dy, dx)`` (ints or integer tensors) are within the radius:
-        ``dy^2 + dx^2 < radius^2`` (strict, as the public code)."""
-        return dy * dy + dx * dx < self.radius * self.radius
+        """Whether grid offsets ``(dy, dx)`` are within the radius (:func:`within_radius`)."""
+        return within_radius(dy, dx, self.radius)
 
     def half_width(self, d: int) -> int:
-        """The largest ``wd >= 0`` with ``(d, wd)`` within the radius (0 when only ``(d, 0)`` is)."""
-        wd = 0
-        while self.within(d, wd + 1):
-            wd += 1
-        return wd
+        """The largest ``wd >= 0`` with ``(d, wd)`` within the radius (:func:`half_width`)."""
+        return half_width(d, self.radius)
 
     def _index_tensors(self, dev: torch.device) -> None:
         Bh, Bw, P, R, T = self.Bh, self.Bw, self.P, len(self.region_rows), self.tiles_per_batch

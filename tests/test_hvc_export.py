@@ -54,6 +54,20 @@ def test_export_contract_and_strict_load(tmp_path):
     assert torch.allclose(enc(x), y, atol=1e-5)
 
 
+def test_inference_only_export_leaves_out_layer4_and_gives_the_same_features(tmp_path):
+    ckpt = tmp_path / "checkpoint.pth"
+    fake_training_checkpoint(ckpt)
+    full, small = tmp_path / "full.pth", tmp_path / "small.pth"
+    assert export_main([str(ckpt), str(full)]) == 0
+    assert export_main([str(ckpt), str(small), "--inference-only"]) == 0
+    obj = torch.load(small, map_location="cpu", weights_only=True)
+    assert set(obj["state_dict"]) == {k for k in resnet18_keys() if not k.startswith("layer4.")}
+    assert obj["meta"]["inference_only"] is True
+    assert small.stat().st_size < 16 * 2**20 < full.stat().st_size  # fits a 16 MiB file limit
+    x = torch.rand(1, 3, 40, 48)
+    assert torch.equal(build_encoder(str(small))(x), build_encoder(str(full))(x))
+
+
 def test_export_refuses_overwrite_and_wrong_input(tmp_path):
     ckpt = tmp_path / "checkpoint.pth"
     fake_training_checkpoint(ckpt)

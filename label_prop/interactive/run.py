@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     protocol = ProtocolConfig(interactions=args.interactions, frame_choice=args.frame_choice)
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device)
+                            device=device, amp_dtype=args.amp_dtype)
     record = {"command": shlex.join([sys.executable, "-m", "label_prop.interactive.run", *sys.argv[1:]]),
               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
