@@ -21,7 +21,7 @@ Outputs, in ``--output-dir``:
 * ``quality.csv``: one row per (seed, step): ``seed, step, images, train_minutes, JF, J, F``
   (``images`` = frames seen = step x batch x clip length; ``train_minutes`` = wall time of the
   training processes up to that step, start-up included), plus a ``random`` row;
-* ``quality.png``: J&F against training minutes, one line per seed, ``random`` dashed;
+* ``quality.png``: J&F against frames seen in training, one line per seed, ``random`` dashed;
 * ``seed-S/``: the run (checkpoint, log.csv, run.json), ``snapshots/``, ``encoders/`` and the
   predicted masks under ``results/``.
 
@@ -146,7 +146,8 @@ def train_seed(seed: int, opts: argparse.Namespace, train_args: list[str], rows:
 
 
 def plot(df: pd.DataFrame, path: Path, title: str) -> None:
-    """J&F against training minutes, one line per seed, the random baseline dashed."""
+    """J&F against frames seen in training (machine-independent; the minutes are in the CSV),
+    one line per seed, the random baseline dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,11 +156,11 @@ def plot(df: pd.DataFrame, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     runs = df[df["seed"] != "random"]
     for seed, g in runs.groupby("seed"):
-        ax.plot(g["train_minutes"], g["JF"], marker="o", label=f"seed {seed}")
+        ax.plot(g["images"], g["JF"], marker="o", label=f"seed {seed}")
     rnd = df[df["seed"] == "random"]
     if len(rnd):
         ax.axhline(float(rnd["JF"].iloc[0]), color="k", linestyle="--", label="random (torchvision init)")
-    ax.set_xlabel("training time (minutes, this machine)")
+    ax.set_xlabel("frames seen in training (step x batch x clip length)")
     ax.set_ylabel("J&F-Mean")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
