@@ -16,8 +16,8 @@ Modules (each importable on its own; importing :mod:`hvc` itself loads nothing h
 * :mod:`hvc.progress`    -- what a run reports: progress bar, ETA, CPU-time warning, peak memory.
 * :mod:`hvc.checkpoint`  -- training checkpoints: writing and loading.
 * :mod:`hvc.export`      -- ``python -m hvc.export``: encoder files for label propagation (write and read).
-* :mod:`hvc.runtime`     -- atomic writes, device, git revision, exit codes, the torchrun context
-  (shared with label_prop).
+* :mod:`hvc.runtime`     -- atomic writes, device, git revision, exit codes (shared with label_prop).
+* :mod:`hvc.launch`      -- this process's place in a torchrun launch (shared with label_prop).
 
 The method they implement: docs/method.md ("Training data", "Model", "Loss", "Checkpoints and
 encoder files", "Differences from the public code") and the paper (Pei et al., arXiv 2404.13505).

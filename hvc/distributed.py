@@ -1,6 +1,6 @@
 """Distributed training (``torchrun``, DDP) for :mod:`hvc.trainer`: the process group and device,
 the DDP wrapper, and the collectives the loop needs. Where this process sits in the run is
-:class:`hvc.runtime.DistContext` (shared with sharded evaluation; re-exported here).
+:class:`hvc.launch.DistContext` (shared with sharded evaluation; re-exported here).
 
 Every function marked "a collective" must be called by every rank at the same point; without
 distribution (world size 1) each is the identity and communicates nothing. Backend NCCL on CUDA
@@ -16,7 +16,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .model import HVCModel
-from .runtime import DistContext, UsageError, dist_context_from_env, resolve_rank_device  # noqa: F401 (re-exported)
+from .launch import DistContext, dist_context_from_env, resolve_rank_device  # noqa: F401 (re-exported)
+from .runtime import UsageError
 
 T = TypeVar("T")
 
@@ -24,7 +25,7 @@ T = TypeVar("T")
 def setup_distributed(device_arg: str, ctx: DistContext) -> torch.device:
     """This rank's device, and the default process group when ``ctx`` is distributed.
 
-    The device is :func:`hvc.runtime.resolve_rank_device` of ``device_arg`` (under torchrun a CUDA
+    The device is :func:`hvc.launch.resolve_rank_device` of ``device_arg`` (under torchrun a CUDA
     device without an index becomes ``cuda:LOCAL_RANK``), made current. The process group uses
     NCCL on CUDA and gloo on CPU, rendezvous from the environment (``MASTER_ADDR``/``MASTER_PORT``,
     set by torchrun).

@@ -65,8 +65,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from hvc.runtime import (DistContext, UsageError, atomic_write, clean_stale_temporaries, dist_context_from_env,
-                         git_revision, resolve_rank_device, run_cli, staged_dir)
+from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
+from hvc.runtime import UsageError, atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
 from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model

@@ -6,7 +6,7 @@ Two ways to run shard ``I`` of ``N`` (``0 <= I < N``):
   you (on one machine, several machines or a batch system's array job);
 * ``torchrun --nproc_per_node N -m label_prop.run MODEL BENCHMARK ...`` -- shard ``RANK`` of
   ``WORLD_SIZE`` (several nodes: ``--nnodes``), each process on ``cuda:LOCAL_RANK`` when there are
-  GPUs (:func:`hvc.runtime.resolve_rank_device`).
+  GPUs (:func:`hvc.launch.resolve_rank_device`).
 
 **The rule** (:func:`assign_shards`): the sequences are taken in decreasing order of their
 number of frames (ties: the benchmark's order) and each goes to the shard with the fewest frames
@@ -31,7 +31,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import torch.distributed as dist
 
-from hvc.runtime import DistContext, UsageError
+from hvc.launch import DistContext
+from hvc.runtime import UsageError
 
 T = TypeVar("T")
 
@@ -126,7 +127,7 @@ class ShardGroup:
     process group: CPU objects only, so it needs no GPU), or a single process (no group).
 
     Args:
-        ctx: this process's place in the launch (:func:`hvc.runtime.dist_context_from_env`).
+        ctx: this process's place in the launch (:func:`hvc.launch.dist_context_from_env`).
         wait_s: timeout of each collective, seconds (default :data:`WAIT_S`).
 
     Use it as a context manager; the group it created is destroyed on exit.

@@ -73,12 +73,13 @@ def test_preset_sets_defaults_and_explicit_flags_override():
     assert args.preset == "cpu-1h"
     for dest, value in PRESETS["cpu-1h"].items():
         assert getattr(args, dest) == value, dest
-    assert (args.batch_size, args.img_size, args.steps, args.threads) == (16, 128, 1500, 2)
-    over = parse_args([*base, "--preset", "cpu-1h", "--img-size", "64", "--batch-size=8"])
-    assert (over.img_size, over.batch_size, over.steps) == (64, 8, 1500)
+    p = PRESETS["cpu-1h"]
+    assert p["img_size"] != 96 and p["batch_size"] != 8
+    over = parse_args([*base, "--preset", "cpu-1h", "--img-size", "96", "--batch-size=8"])
+    assert (over.img_size, over.batch_size, over.steps) == (96, 8, p["steps"])
     # --epochs without --steps replaces the preset's step count
     ep = parse_args([*base, "--preset", "cpu-1h", "--epochs", "3"])
-    assert ep.steps is None and ep.epochs == 3 and ep.img_size == 128
+    assert ep.steps is None and ep.epochs == 3 and ep.img_size == p["img_size"]
     assert parse_args(base).preset is None and parse_args(base).batch_size == 128
     # every preset key is a real flag destination
     dests = {a.dest for a in build_parser()._actions}
