@@ -154,7 +154,8 @@ def bench_features(device: torch.device, dtypes, repeats: int, size=(480, 854)):
     return rows
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", type=int, nargs=2, default=(60, 107), metavar=("H", "W"))
     p.add_argument("--channels", type=int, default=256)
@@ -170,59 +171,82 @@ def main(argv=None):
     p.add_argument("--frame-size", type=int, nargs=2, default=(480, 854), metavar=("H", "W"),
                    help="with --features: the frame size, pixels")
     p.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
-    args = p.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    return p
+
+
+def engine_table(devices: list[str], grid: tuple[int, int], channels: int, objects: int, n_contexts: list[int],
+                 repeats: int, dense_repeats: int) -> list[dict]:
+    """Print the engine's chunk sizes and the engine-against-dense table (one row per device and
+    n_context, printed as measured) for a ``grid`` ``(H, W)`` of ``channels`` features and
+    ``objects`` label channels; returns the rows (seconds per frame, peak memory in MiB, speed-up,
+    max |difference| of the soft labels, argmax agreement as a fraction)."""
     d = PropagationConfig()
-    print(f"label propagation, one frame in steady state: grid {args.grid[0]}x{args.grid[1]}, "
-          f"C={args.channels}, K={args.objects}, topk {d.topk}, radius {d.radius}, temperature {d.temperature}; "
+    print(f"label propagation, one frame in steady state: grid {grid[0]}x{grid[1]}, "
+          f"C={channels}, K={objects}, topk {d.topk}, radius {d.radius}, temperature {d.temperature}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     header = (f"{'device':6} {'n_ctx':>5} | {'engine s/frame':>14} {'frames/s':>8} {'peak MB':>8} {'ring MB':>8} | "
               f"{'dense s/frame':>13} {'frames/s':>8} {'peak MB':>8} | {'speed-up':>8} {'max|diff|':>9} {'argmax agree':>12}")
     for dev_name in devices:
         device = torch.device(dev_name)
-        for n in args.n_context:
-            c = chunk_sizes(tuple(args.grid), n, d.radius, device)
+        for n in n_contexts:
+            c = chunk_sizes(grid, n, d.radius, device)
             print(f"# {dev_name} n_context {n}: engine chunk sizes: query tile {c.query_tile}, "
                   f"{c.tiles_per_batch} tiles per batch, {c.query_chunk} queries per frame-0 chunk")
     print(header)
     print("-" * len(header))
-    rows = {"engine": [], "features": []}
+    rows = []
     for dev_name in devices:
         device = torch.device(dev_name)
-        dense_repeats = args.dense_repeats or args.repeats
-        for n in args.n_context:
-            r = bench(device, tuple(args.grid), args.channels, args.objects, n, args.repeats, dense_repeats)
-            rows["engine"].append({"device": dev_name, "n_context": n, "engine_s_per_frame": r["t_e"],
-                                   "engine_peak_mib": r["m_e"] / 2**20, "ring_mib": r["ring"] / 2**20,
-                                   "dense_s_per_frame": r["t_d"], "dense_peak_mib": r["m_d"] / 2**20,
-                                   "speed_up": r["t_d"] / r["t_e"], "max_abs_diff": r["diff"],
-                                   "argmax_agreement": r["agree"]})
+        for n in n_contexts:
+            r = bench(device, grid, channels, objects, n, repeats, dense_repeats)
+            rows.append({"device": dev_name, "n_context": n, "engine_s_per_frame": r["t_e"],
+                         "engine_peak_mib": r["m_e"] / 2**20, "ring_mib": r["ring"] / 2**20,
+                         "dense_s_per_frame": r["t_d"], "dense_peak_mib": r["m_d"] / 2**20,
+                         "speed_up": r["t_d"] / r["t_e"], "max_abs_diff": r["diff"],
+                         "argmax_agreement": r["agree"]})
             print(f"{dev_name:6} {n:5d} | {r['t_e']:14.3f} {1 / r['t_e']:8.3f} {r['m_e'] / 2**20:8.0f} {r['ring'] / 2**20:8.0f} | "
                   f"{r['t_d']:13.3f} {1 / r['t_d']:8.3f} {r['m_d'] / 2**20:8.0f} | "
                   f"{r['t_d'] / r['t_e']:7.1f}x {r['diff']:9.1e} {100 * r['agree']:11.3f}%", flush=True)
+    return rows
+
+
+def features_table(devices: list[str], dtypes: list[str], repeats: int, frame_size: tuple[int, int]) -> list[dict]:
+    """Print the encoder table (one row per device and autocast dtype, on one ``frame_size``
+    ``(H, W)`` frame, pixels); returns the rows (seconds per frame, peak memory in MiB, cosine
+    similarity to the first dtype's features)."""
+    fh, fw = frame_size
+    print(f"\nencoder ('random' ResNet-18 layer3, stride 8), one {fw}x{fh} frame, median of {repeats}:")
+    header = (f"{'device':6} {'dtype':8} | {'s/frame':>8} {'frames/s':>8} {'peak MB':>8} | "
+              f"{'cos mean':>8} {'cos min':>8}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for dev_name in devices:
+        for name, t, peak, cmean, cmin in bench_features(torch.device(dev_name), dtypes, repeats, frame_size):
+            print(f"{dev_name:6} {name:8} | {t:8.3f} {1 / t:8.1f} {peak / 2**20:8.0f} | {cmean:8.5f} {cmin:8.5f}",
+                  flush=True)
+            rows.append({"device": dev_name, "dtype": name, "s_per_frame": t, "peak_mib": peak / 2**20,
+                         "cos_mean": cmean, "cos_min": cmin})
+    return rows
+
+
+def main(argv=None):
+    """Run the benchmark: the engine table, with ``--features`` the encoder table, with ``--json``
+    both tables (and torch version, grid, GPU name) written to a JSON file."""
+    args = build_parser().parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    rows = {"engine": engine_table(devices, tuple(args.grid), args.channels, args.objects, args.n_context,
+                                   args.repeats, args.dense_repeats or args.repeats), "features": []}
     if args.features:
-        fh, fw = args.frame_size
-        print(f"\nencoder ('random' ResNet-18 layer3, stride 8), one {fw}x{fh} frame, median of {args.repeats}:")
-        header = (f"{'device':6} {'dtype':8} | {'s/frame':>8} {'frames/s':>8} {'peak MB':>8} | "
-                  f"{'cos mean':>8} {'cos min':>8}")
-        print(header)
-        print("-" * len(header))
-        for dev_name in devices:
-            for name, t, peak, cmean, cmin in bench_features(torch.device(dev_name), args.amp_dtypes, args.repeats,
-                                                                  tuple(args.frame_size)):
-                print(f"{dev_name:6} {name:8} | {t:8.3f} {1 / t:8.1f} {peak / 2**20:8.0f} | {cmean:8.5f} {cmin:8.5f}",
-                      flush=True)
-                rows["features"].append({"device": dev_name, "dtype": name, "s_per_frame": t, "peak_mib": peak / 2**20,
-                                         "cos_mean": cmean, "cos_min": cmin})
+        rows["features"] = features_table(devices, args.amp_dtypes, args.repeats, tuple(args.frame_size))
     if args.json is not None:
         rows["torch"], rows["grid"] = torch.__version__, list(args.grid)
         if any(d.startswith("cuda") for d in devices):
             rows["gpu"] = torch.cuda.get_device_name()
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()

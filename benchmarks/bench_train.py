@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import random
 import resource
 import statistics
 import sys
@@ -71,56 +70,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling _train_helpers, also when loaded by path
 
 import torch.nn.functional as F  # noqa: E402
 
-from hvc.data.crops import box_to_coords, sample_crop_box  # noqa: E402
+from _train_helpers import data_pipeline, make_batch, malloc_trim, reset_peak_rss, rss_kib  # noqa: E402
 from hvc.loss import dense_hybrid_loss, hybrid_loss  # noqa: E402
 from hvc.model import HVCModel  # noqa: E402
-
-
-def _rss_kib(field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` of this process in KiB from /proc (0 when unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _malloc_trim() -> None:
-    """Give freed heap memory back to the OS (glibc), so RSS deltas are not hidden by memory a
-    previous configuration freed but the allocator kept."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM); True on success."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def make_batch(batch: int, size: int, device: torch.device, seed: int = 0):
-    """Random views ``[B, 3, S, S]`` and boxes ``[B, 4]`` drawn like the training crops
-    (:func:`hvc.data.crops.sample_crop_box` on a 640 x 480 image, two independent crops)."""
-    g = torch.Generator().manual_seed(seed)
-    rng = random.Random(seed)
-    v1 = torch.randn(batch, 3, size, size, generator=g)
-    v2 = torch.randn(batch, 3, size, size, generator=g)
-    c1 = torch.stack([box_to_coords(*sample_crop_box(640, 480, rng), 480, 640) for _ in range(batch)])
-    c2 = torch.stack([box_to_coords(*sample_crop_box(640, 480, rng), 480, 640) for _ in range(batch)])
-    return [t.to(device) for t in (v1, v2, c1, c2)]
 
 
 def loss_only(loss_impl: str, batch: int, grid: int, device: torch.device, reps: int = 3) -> float:
@@ -148,21 +104,21 @@ def loss_only(loss_impl: str, batch: int, grid: int, device: torch.device, reps:
 def run_loss_only(loss_impl: str, args, device: torch.device) -> dict:
     """``--loss-only``: the loss alone (no backbone), with its peak memory (same methods; the
     peak includes the random input features and their gradients, about 4 x B x 258 x g x g floats)."""
-    _malloc_trim()
+    malloc_trim()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        base = _rss_kib("VmRSS")
-        _reset_peak_rss()
+        base = rss_kib("VmRSS")
+        reset_peak_rss()
     ms = loss_only(loss_impl, args.batch_size, args.img_size // 8, device)
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     else:
-        peak = (_rss_kib("VmHWM") - base) / 1024
+        peak = (rss_kib("VmHWM") - base) / 1024
     gc.collect()
-    _malloc_trim()
+    malloc_trim()
     return {"loss_impl": loss_impl, "loss_fwd_bwd_ms": ms, "peak_mem_MiB": peak,
             "images_per_s": args.batch_size / (ms / 1000)}
 
@@ -195,9 +151,9 @@ def run_config(loss_impl: str, args, device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         method = "cuda max_memory_allocated"
     else:
-        _malloc_trim()
-        base_rss = _rss_kib("VmRSS")
-        if _reset_peak_rss() and _rss_kib("VmHWM"):
+        malloc_trim()
+        base_rss = rss_kib("VmRSS")
+        if reset_peak_rss() and rss_kib("VmHWM"):
             method = "peak RSS (VmHWM reset)"
             base_max = None
         else:
@@ -213,7 +169,7 @@ def run_config(loss_impl: str, args, device: torch.device) -> dict:
     if device.type == "cuda":
         peak_mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     elif base_max is None:
-        peak_mib = (_rss_kib("VmHWM") - base_rss) / 1024
+        peak_mib = (rss_kib("VmHWM") - base_rss) / 1024
     else:
         peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_max) / 1024
     row = {"loss_impl": loss_impl, "images_per_s": args.batch_size * args.steps / dt,
@@ -222,7 +178,7 @@ def run_config(loss_impl: str, args, device: torch.device) -> dict:
            "loss_fwd_bwd_ms": loss_only(loss_impl, args.batch_size, args.img_size // 8, device)}
     del model, opt, out
     gc.collect()
-    _malloc_trim()
+    malloc_trim()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -305,26 +261,6 @@ def profile_step(stepper: Stepper, top: int = 12) -> None:
     print(f"profile of one {stepper.name} step ({total / 1e6:.2f} s of self CPU time):")
     print("  " + ", ".join(f"{k} {100 * v / max(total, 1):.1f} %" for k, v in shares.items()))
     print("\n".join("  " + line for line in events.table(sort_by="self_cpu_time_total", row_limit=top).splitlines()))
-
-
-def data_pipeline(data: str, size: int, n: int = 40) -> dict:
-    """ms per frame of an item (decode + two crops) from JPEG files and from the frame cache."""
-    from hvc.data import VideoFrameDataset
-
-    index = Path(data) / "ytvos.csv"
-    out = {}
-    for name, cache in (("jpeg", 0), ("cache", 1 << 40)):
-        ds = VideoFrameDataset(data, size=size, cache_bytes=cache,
-                               index_csv=index if index.is_file() else Path("/tmp") / f".bench_index_{os.getpid()}.csv")
-        keys = [(int(k) * 7919 % ds.num_items(), k) for k in range(n)]
-        if cache:
-            ds.preload(threads=torch.get_num_threads())
-        ds[keys[0]]
-        t0 = time.perf_counter()
-        for key in keys:
-            ds[key]
-        out[f"data_{name}_ms_per_frame"] = 1000 * (time.perf_counter() - t0) / n
-    return out
 
 
 def run_precision(args, device: torch.device) -> int:

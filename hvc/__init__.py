@@ -5,7 +5,7 @@ Modules (each importable on its own; importing :mod:`hvc` itself loads nothing h
 * :mod:`hvc.backbone`    -- ResNet-18 with output stride 8 (training: layer4, inference: layer3).
 * :mod:`hvc.model`       -- online / EMA target encoders, projector, predictor, flow head.
 * :mod:`hvc.loss`        -- the hybrid (spatial + temporal) loss, sparse and dense forms.
-* :mod:`hvc.data`        -- coordinate-aware crops, video-frame and static-image datasets.
+* :mod:`hvc.data`        -- coordinate-aware crops, video-frame and static-image datasets, the epoch sampler.
 * :mod:`hvc.config`      -- :class:`~hvc.config.TrainConfig`: every training setting, stated once.
 * :mod:`hvc.presets`     -- named flag defaults for ``python -m hvc.train --preset NAME``.
 * :mod:`hvc.train`       -- ``python -m hvc.train``: the command line (flags, preset) of the trainer.

@@ -13,7 +13,7 @@ public code pickles the Namespace, so torch >= 2.6 needs ``weights_only=False``)
       "step": int,                             # optimisation steps done
       "epoch": int,                            # completed epochs (step // steps_per_epoch)
       "steps_per_epoch": int, "total_steps": int,
-      "sampler": {"seed", "epoch", "start"},   # data order position (see hvc.data.images)
+      "sampler": {"seed", "epoch", "start"},   # data order position (see hvc.data.sampler)
       "dataset": {"kind", "length", "epoch_length", "fingerprint"},
       "rng": {"python", "numpy", "torch", "cuda"},
       "skipped_files": int,                    # unreadable images skipped so far

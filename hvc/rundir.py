@@ -23,7 +23,8 @@ import torch
 from . import __version__
 from .checkpoint import TRAIN_FORMAT, atomic_torch_save, atomic_write, capture_rng_state
 from .config import TrainConfig
-from .data.images import EpochSampler, TwoViewDataset
+from .data.images import TwoViewDataset
+from .data.sampler import EpochSampler
 from .model import HVCModel
 from .runtime import UsageError, clean_stale_temporaries
 

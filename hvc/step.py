@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data.crops import normalize_batch
-from .data.images import EpochSampler, TwoViewDataset
+from .data.images import TwoViewDataset
+from .data.sampler import EpochSampler
 from .distributed import DistContext
 from .model import HVCModel
 from .runtime import UsageError

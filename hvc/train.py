@@ -63,7 +63,7 @@ process's peak resident set size.
 
 Distributed (``torchrun``): ``--batch-size`` is the global batch, split evenly over the ranks
 (each rank's BatchNorm sees its own ``B / world size`` frames unless ``--sync-bn``, CUDA only);
-every rank reads its slice of the same global batch (:class:`hvc.data.images.EpochSampler`),
+every rank reads its slice of the same global batch (:class:`hvc.data.sampler.EpochSampler`),
 so the data of step ``k`` does not depend on the world size; gradients are averaged by DDP and
 the EMA target update, run on every rank from identical weights, stays identical (checked at
 every checkpoint). Backend NCCL on CUDA (device ``cuda:LOCAL_RANK``), gloo on CPU. A

@@ -29,7 +29,8 @@ from . import __version__
 from .checkpoint import atomic_write, load_checkpoint, restore_rng_state
 from .config import TrainConfig
 from .data.crops import NORMALIZATION
-from .data.images import EpochSampler, StaticImageDataset, TwoViewDataset, pick_image_sets
+from .data.images import StaticImageDataset, TwoViewDataset, pick_image_sets
+from .data.sampler import EpochSampler
 from .data.video import VideoFrameDataset
 from .distributed import (DistContext, all_sum_int, dist_context_from_env, rank0_decides, rank0_first,
                           replica_max_abs_diff, say, setup_distributed, wrap_model)

@@ -71,6 +71,37 @@ def _load_sequence(
             errors.
     """
     frames = bench.scored_frames(seq, root)
+    seq_dir = _prediction_folder(pred_dir, bench, seq, frames)
+    gts: list[np.ndarray] = []
+    preds: list[np.ndarray] = []
+    object_ids: list[int] = []
+    for t, frame in enumerate(frames):
+        gt_path = bench.annotation(seq, frame, root)
+        gt = read_mask(gt_path, binary=bench.binary)
+        if t == 0:
+            object_ids = [1] if bench.binary else first_frame_objects(gt)
+            if not object_ids:
+                raise ValueError(f"{bench.name}/{seq}: no object in the first-frame annotation {gt_path}")
+            _warn_absent_ids(gt, object_ids, gt_path)
+            # DAVIS-2016 stores the object as 255 on disk: a prediction may use 1 or 255 for it
+            allowed = {0, 1, 255} if bench.binary else {0, *object_ids}
+        pred_path = seq_dir / f"{frame}.png"
+        pred = read_mask(pred_path)
+        _check_prediction(pred, gt, pred_path, gt_path, allowed, f"{bench.name}/{seq}", object_ids)
+        gts.append(gt)
+        preds.append(pred)
+    return np.stack(preds), np.stack(gts), object_ids
+
+
+def _prediction_folder(pred_dir: Path, bench: Benchmark, seq: str, frames: list[str]) -> Path:
+    """The prediction folder ``pred_dir / seq``, checked to hold one PNG per scored frame of
+    ``frames`` and no other (hidden files ignored).
+
+    Raises:
+        FileNotFoundError: the folder is missing.
+        ValueError: a predicted frame is missing, or a PNG names no frame of the sequence (the
+            first such file is named, with the count of the others).
+    """
     seq_dir = pred_dir / seq
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"{bench.name}/{seq}: prediction folder {seq_dir} not found")
@@ -87,36 +118,28 @@ def _load_sequence(
             f"{bench.name}/{seq}: extra predicted frame {seq_dir / (extra[0] + '.png')} "
             f"(no such frame in the sequence)" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
         )
+    return seq_dir
 
-    gts: list[np.ndarray] = []
-    preds: list[np.ndarray] = []
-    object_ids: list[int] = []
-    for t, frame in enumerate(frames):
-        gt_path = bench.annotation(seq, frame, root)
-        gt = read_mask(gt_path, binary=bench.binary)
-        if t == 0:
-            object_ids = [1] if bench.binary else first_frame_objects(gt)
-            if not object_ids:
-                raise ValueError(f"{bench.name}/{seq}: no object in the first-frame annotation {gt_path}")
-            _warn_absent_ids(gt, object_ids, gt_path)
-            # DAVIS-2016 stores the object as 255 on disk: a prediction may use 1 or 255 for it
-            allowed = {0, 1, 255} if bench.binary else {0, *object_ids}
-        pred_path = seq_dir / f"{frame}.png"
-        pred = read_mask(pred_path)
-        if pred.shape != gt.shape:
-            raise ValueError(
-                f"{pred_path}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) does not match "
-                f"the ground truth {gt.shape[1]}x{gt.shape[0]} ({gt_path})"
-            )
-        unknown = sorted(set(np.unique(pred).tolist()) - allowed)
-        if unknown:
-            raise ValueError(
-                f"{pred_path}: predicted object ids {unknown} are not objects of {bench.name}/{seq} "
-                f"(ground-truth objects: {object_ids})"
-            )
-        gts.append(gt)
-        preds.append(pred)
-    return np.stack(preds), np.stack(gts), object_ids
+
+def _check_prediction(pred: np.ndarray, gt: np.ndarray, pred_path: Path, gt_path: Path, allowed: set[int],
+                      where: str, object_ids: list[int]) -> None:
+    """Check one predicted mask ``[H, W]`` against its ground truth ``[H, W]``: same size, and
+    only the ids in ``allowed`` (background and the objects; ``where`` is ``benchmark/sequence``).
+
+    Raises:
+        ValueError: a size mismatch or an unknown object id (the message names the files).
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(
+            f"{pred_path}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) does not match "
+            f"the ground truth {gt.shape[1]}x{gt.shape[0]} ({gt_path})"
+        )
+    unknown = sorted(set(np.unique(pred).tolist()) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{pred_path}: predicted object ids {unknown} are not objects of {where} "
+            f"(ground-truth objects: {object_ids})"
+        )
 
 
 def _warn_absent_ids(gt_first: np.ndarray, object_ids: list[int], gt_path: Path) -> None:

@@ -85,16 +85,7 @@ def run_sequence(frames: Sequence[np.ndarray], gt: np.ndarray, object_ids: Seque
         raise ValueError(f"{name}: ground truth {gt.shape} does not match {len(frames)} frames of "
                          f"size {np.asarray(frames[0]).shape[:2]}")
     ids = [int(i) for i in object_ids]
-    labels = [0, *ids]
-    device = encoder.device
-    t0 = time.perf_counter()
-    session = InteractiveSession(frames, encoder, ids, config)
-    _sync(device)
-    setup = time.perf_counter() - t0
-    frame = first_frame(gt, ids)
-    scribbles = robot_scribbles(None, gt[frame], labels, protocol.robot)
-    if not any(k != 0 for k in scribbles):
-        raise ValueError(f"{name}: the robot finds no object to scribble on frame {frame}")
+    session, setup, frame, scribbles = _open_session(frames, gt, ids, encoder, config, protocol.robot, name)
     rows: list[dict] = []
     masks = session.masks()
     for i in range(1, protocol.interactions + 1):
@@ -102,7 +93,7 @@ def run_sequence(frames: Sequence[np.ndarray], gt: np.ndarray, object_ids: Seque
         if frame >= 0:
             t0 = time.perf_counter()
             masks = session.annotate(frame, scribbles)
-            _sync(device)
+            _sync(encoder.device)
             seconds = time.perf_counter() - t0 + (setup if i == 1 else 0.0)
         j, f = frame_scores(masks, gt, ids, binary)
         rows.append({"sequence": name, "interaction": i, "annotated_frame": frame, "J": float(j.mean()),
@@ -110,14 +101,48 @@ def run_sequence(frames: Sequence[np.ndarray], gt: np.ndarray, object_ids: Seque
                      "objects": len(ids)})
         if i == protocol.interactions or frame < 0:
             continue
-        if protocol.frame_choice == "worst":
-            candidates = np.argsort(((j + f) / 2).mean(0), kind="stable").tolist()
-        else:
-            candidates = session.ranked_frames()
-        frame = -1
-        for c in candidates:
-            sc = robot_scribbles(masks[c], gt[c], labels, protocol.robot)
-            if sc:
-                frame, scribbles = int(c), sc
-                break
+        frame, scribbles = _next_frame(session, masks, gt, ids, (j + f) / 2, protocol)
     return rows, masks
+
+
+def _open_session(frames: Sequence[np.ndarray], gt: np.ndarray, ids: list[int], encoder: FrameEncoder,
+                  config: InteractiveConfig, robot: RobotConfig,
+                  name: str) -> tuple[InteractiveSession, float, int, dict[int, list[np.ndarray]]]:
+    """Create the session (timed, CUDA synchronised) and the robot's scribbles of interaction 1
+    on :func:`~label_prop.interactive.robot.first_frame` (against an empty prediction).
+
+    Returns:
+        ``(session, seconds of its creation, the first frame, its scribbles)``.
+
+    Raises:
+        ValueError: the robot finds nothing to scribble on the first frame.
+    """
+    t0 = time.perf_counter()
+    session = InteractiveSession(frames, encoder, ids, config)
+    _sync(encoder.device)
+    setup = time.perf_counter() - t0
+    frame = first_frame(gt, ids)
+    scribbles = robot_scribbles(None, gt[frame], [0, *ids], robot)
+    if not any(k != 0 for k in scribbles):
+        raise ValueError(f"{name}: the robot finds no object to scribble on frame {frame}")
+    return session, setup, frame, scribbles
+
+
+def _next_frame(session: InteractiveSession, masks: np.ndarray, gt: np.ndarray, ids: list[int],
+                jf: np.ndarray, protocol: ProtocolConfig) -> tuple[int, dict[int, list[np.ndarray]] | None]:
+    """The next frame to scribble and the robot's scribbles on it: the candidates in order (lowest
+    mean J&F first for ``"worst"``, ``jf`` being ``[objects, T]``; the session's ranking for
+    ``"recommended"``), the first on which the robot finds an error large enough.
+
+    Returns:
+        ``(frame, scribbles)``, or ``(-1, None)`` when no frame has such an error.
+    """
+    if protocol.frame_choice == "worst":
+        candidates = np.argsort(jf.mean(0), kind="stable").tolist()
+    else:
+        candidates = session.ranked_frames()
+    for c in candidates:
+        sc = robot_scribbles(masks[c], gt[c], [0, *ids], protocol.robot)
+        if sc:
+            return int(c), sc
+    return -1, None
