@@ -13,8 +13,8 @@ from typing import Any, Collection, Dict, Mapping
 
 #: preset name -> {argparse destination: value}
 PRESETS: Dict[str, Dict[str, Any]] = {
-    # The configuration with the best J&F on the DAVIS-2016 dev half found for at most 60 minutes
-    # of training on a 2-core CPU (README "Training (HVC)": learning curves and ablation).
+    # The best of the few configurations tried on the DAVIS-2016 dev half within 60 minutes of
+    # training on a 2-core CPU (README "Training (HVC)": learning curves, ablation, held-out scores).
     "cpu-1h": {
         "batch_size": 16,    # frames per step (paper 128)
         "img_size": 64,      # crop side, pixels (paper 256); an 8x8 feature grid
