@@ -252,19 +252,21 @@ class OverlayWriter:
         Raises:
             OSError: ffmpeg could not finish it (names the file and ffmpeg's message).
         """
-        if self._ffmpeg is not None:
-            ff, self._ffmpeg = self._ffmpeg, None
-            ff.close()
-        if self._cv is not None:
-            self._cv.release()
-            self._cv = None
+        self._end(kill=False)
 
     def abort(self) -> None:
         """Stop writing after a failure or an interruption: end the encoder at once (the file is
         incomplete; the caller discards it)."""
+        self._end(kill=True)
+
+    def _end(self, kill: bool) -> None:
+        """Release the encoder once: ffmpeg is killed (``kill``) or closed; OpenCV's writer released."""
         if self._ffmpeg is not None:
             ff, self._ffmpeg = self._ffmpeg, None
-            ff.kill()
+            if kill:
+                ff.kill()
+            else:
+                ff.close()
         if self._cv is not None:
             self._cv.release()
             self._cv = None

@@ -483,12 +483,18 @@ def test_full_disk_during_run_names_the_file_and_keeps_results(davis16, monkeypa
     assert _snapshot(res) == before and not _hidden(res)
 
 
-def test_full_disk_during_metrics_keeps_both_csvs(davis16, monkeypatch, capsys):
+def _segmented_and_scored(davis16):
+    """Run and score ``random`` on the shortened davis16 fixture; returns the metrics arguments
+    and the results folder ``RES/random/davis16``."""
     root, res = davis16
     assert R.main(_bench(root, res)) == 0
     args = ["random", "davis16", "--results-dir", str(res), "--data-root", str(root)]
     assert ev.main(args) == 0
-    out = res / "random" / "davis16"
+    return args, res / "random" / "davis16"
+
+
+def test_full_disk_during_metrics_keeps_both_csvs(davis16, monkeypatch, capsys):
+    args, out = _segmented_and_scored(davis16)
     before = _snapshot(out)
     monkeypatch.setattr(pd.DataFrame, "to_csv", _fail_on_call(pd.DataFrame.to_csv, 2, _enospc()))
     assert ev.main([*args, "--overwrite"]) == 1
@@ -511,10 +517,7 @@ def test_full_disk_during_segment_keeps_the_old_output(clip, tmp_path, monkeypat
 
 def test_read_only_results_folder(davis16, capsys):
     root, res = davis16
-    assert R.main(_bench(root, res)) == 0
-    args = ["random", "davis16", "--results-dir", str(res), "--data-root", str(root)]
-    assert ev.main(args) == 0
-    out = res / "random" / "davis16"
+    args, out = _segmented_and_scored(davis16)
     before = _snapshot(res)
     with _read_only(out):
         assert R.main(_bench(root, res, "--overwrite")) == 1
