@@ -29,8 +29,8 @@ Everything already there is reused: an interrupted benchmark continues where it 
 step is a plain command (the same a user would type), run as a subprocess; the table printed at
 the end gives the final point's mean and spread over the seeds.
 
-Evaluation costs about 0.3-0.5 s per frame at ``--input-size 240`` on one CPU thread (645 frames
-in the dev half), i.e. 3-6 minutes per point.
+Evaluation costs about 0.6 s per frame at ``--input-size 240`` on one CPU thread with the other
+core busy (measured on DAVIS-2016; 645 frames in the dev half), i.e. about 7 minutes per point.
 """
 from __future__ import annotations
 
