@@ -443,7 +443,10 @@ def test_sigint_during_segment_ends_with_one_line(tmp_path):
     before = _snapshot(out)
     cmd = [sys.executable, "-m", "label_prop.segment", str(folder), "--mask", str(tmp_path / "first.png"),
            "--out", str(out), "--overwrite", "--n-context", "2", "--threads", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (e.g. pytest under nohup ... &) ignores SIGINT and its children inherit
+    # that, so Python would install no KeyboardInterrupt handler: give the child the default back.
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / ".out.partial"
     deadline = time.monotonic() + 300
     while len(list(partial.glob("*.png"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
