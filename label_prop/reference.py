@@ -72,22 +72,41 @@ def dense_frame(query: torch.Tensor, ctx_keys: list[torch.Tensor], ctx_labels: l
     Returns:
         ``[h*w, K]`` soft labels.
     """
+    val, idx = dense_frame_topk(query, ctx_keys, grid, config, query_chunk=query_chunk)
+    wgt = torch.softmax(val / config.temperature, dim=1)
+    lab = torch.cat(ctx_labels, dim=0)  # [E*hw, K]
+    return (wgt.unsqueeze(-1) * lab[idx]).sum(1)
+
+
+@torch.no_grad()
+def dense_frame_topk(query: torch.Tensor, ctx_keys: list[torch.Tensor], grid: tuple[int, int],
+                     config: PropagationConfig = PropagationConfig(), *,
+                     query_chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 2-4 of the module docstring up to the top-k: each query's best scores and where they are.
+
+    Args: as :func:`dense_frame` (without the labels).
+
+    Returns:
+        ``(val [h*w, k], idx [h*w, k])``: the ``k = min(topk, E*h*w)`` best dot products of each
+        query (descending) and their indices into the concatenated context ``[E*h*w]`` (entry
+        ``idx // (h*w)``, position ``idx % (h*w)``). The soft label's weights are
+        ``softmax(val / temperature)``.
+    """
     h, w = grid
     hw = h * w
     dev = query.device
     yy, xx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
     yy, xx = yy.reshape(-1), xx.reshape(-1)
     keys = torch.cat(ctx_keys, dim=1)  # [C, E*hw]
-    lab = torch.cat(ctx_labels, dim=0)  # [E*hw, K]
     E = len(ctx_keys)
     q = query.t()
-    out = torch.empty(hw, lab.shape[1], device=dev)
+    k = min(config.topk, E * hw)
+    vals = torch.empty(hw, k, device=dev)
+    idxs = torch.empty(hw, k, dtype=torch.long, device=dev)
     for s in range(0, hw, query_chunk):
         qs = slice(s, min(s + query_chunk, hw))
         aff = (q[qs] @ keys).view(-1, E, hw)
         far = ((yy[qs, None] - yy[None]) ** 2 + (xx[qs, None] - xx[None]) ** 2) >= config.radius * config.radius
         aff[:, 1:].masked_fill_(far.unsqueeze(1), -1e10)
-        val, idx = aff.view(aff.shape[0], E * hw).topk(min(config.topk, E * hw), dim=1)
-        wgt = torch.softmax(val / config.temperature, dim=1)
-        out[qs] = (wgt.unsqueeze(-1) * lab[idx]).sum(1)
-    return out
+        vals[qs], idxs[qs] = aff.view(aff.shape[0], E * hw).topk(k, dim=1)
+    return vals, idxs
