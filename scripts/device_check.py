@@ -46,41 +46,15 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # run as a script it is sys.path[0]; loaded by file path (the tests) it is not
     sys.path.insert(0, _HERE)
-from device_stages import REPO, STAGES, Check, MiB  # noqa: E402  (the sibling module)
+from device_stages import REPO, STAGES, Check, MiB, Settings  # noqa: E402  (the sibling module)
 
 #: Largest file written to $OUT, bytes (the log is cut in the middle beyond it).
 MAX_FILE = 15 * MiB
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What differs between the GPU run and the smoke run (every value in one place).
-
-    Fields: ``device`` (torch device of every stage), ``budget_s`` (the whole run, seconds),
-    ``boxes`` (stage -> (time box, seconds reserved for it while earlier stages run)),
-    ``train`` (``hvc.train`` flags), ``score`` (``label_prop.run`` flags), ``bench`` (benchmark
-    flags), ``ckpt_every`` (checkpoint period, steps), ``log_every`` (log period, steps),
-    ``skip`` (stages not run), ``max_steps`` (cap of the training steps, None: the budget decides),
-    ``min_resumed_steps`` (steps the resumed training run makes at least, whatever the budget says).
-    """
-
-    device: str
-    budget_s: float
-    boxes: dict
-    train: list
-    score: list
-    bench: list
-    ckpt_every: int
-    log_every: int
-    skip: tuple = ()
-    max_steps: int | None = None
-    min_resumed_steps: int = 0
 
 
 GPU = Settings(

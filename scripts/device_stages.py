@@ -21,11 +21,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from device_check import Settings
-
 REPO = Path(__file__).resolve().parents[1]
 MiB = 2 ** 20
 #: Steps of the calibration run of the train stage (its step time sets the second run's --stop-at).
@@ -33,6 +28,31 @@ CALIBRATION_STEPS = 15
 #: Fraction of the time left that the second training run is planned to fill (the step time can
 #: drift; a run that still overruns is stopped at the box and keeps its last periodic checkpoint).
 SAFETY = 0.8
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What differs between the GPU run and the smoke run (every value in one place).
+
+    Fields: ``device`` (torch device of every stage), ``budget_s`` (the whole run, seconds),
+    ``boxes`` (stage -> (time box, seconds reserved for it while earlier stages run)),
+    ``train`` (``hvc.train`` flags), ``score`` (``label_prop.run`` flags), ``bench`` (benchmark
+    flags), ``ckpt_every`` (checkpoint period, steps), ``log_every`` (log period, steps),
+    ``skip`` (stages not run), ``max_steps`` (cap of the training steps, None: the budget decides),
+    ``min_resumed_steps`` (steps the resumed training run makes at least, whatever the budget says).
+    """
+
+    device: str
+    budget_s: float
+    boxes: dict
+    train: list
+    score: list
+    bench: list
+    ckpt_every: int
+    log_every: int
+    skip: tuple = ()
+    max_steps: int | None = None
+    min_resumed_steps: int = 0
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The shape of the code: no import cycle between the modules of hvc and label_prop, and no module
+"""The shape of the code: no import cycle between the modules of hvc, label_prop, scripts/ and
+benchmarks/, and no module
 imports a command-line module (label_prop's run, segment, demo and hvc.train are entry points only;
 hvc.export is the encoder-file library that label_prop.features loads encoders with, and also has
 a ``python -m hvc.export`` entry point of its own)."""
@@ -10,6 +11,8 @@ from pathlib import Path
 from conftest import REPO_ROOT
 
 PACKAGES = ("hvc", "label_prop")
+#: Folders of stand-alone scripts: their files import each other as siblings (``import device_stages``).
+SCRIPT_DIRS = ("scripts", "benchmarks")
 CLI_MODULES = {"label_prop.run", "label_prop.segment", "label_prop.demo", "hvc.train"}
 
 
@@ -22,10 +25,11 @@ def _module_name(path: Path) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the project modules it imports (at any level of the file, relative imports resolved)."""
-    files = {_module_name(p): p for pkg in PACKAGES for p in (REPO_ROOT / pkg).rglob("*.py")}
+    files = {_module_name(p): p for pkg in PACKAGES + SCRIPT_DIRS for p in (REPO_ROOT / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        folder = path.parent.name if path.parent.name in SCRIPT_DIRS else None
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -37,6 +41,8 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [base] + [f"{base}.{a.name}" for a in node.names]
             else:
                 continue
+            if folder:  # a sibling script imported by its bare name
+                targets = targets + [f"{folder}.{t}" for t in targets]
             deps |= {t for t in targets if t in files and t != name}
         graph[name] = deps
     return graph
@@ -74,6 +80,7 @@ def test_no_import_cycle():
     graph = import_graph()
     assert {"label_prop.multiref", "label_prop.plans"} <= graph["label_prop.pipeline"]
     assert {"hvc.checkpoint", "hvc.runtime"} <= graph["hvc.export"]  # relative imports resolved
+    assert "scripts.device_stages" in graph["scripts.device_check"]  # sibling scripts resolved
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
