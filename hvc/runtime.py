@@ -288,8 +288,24 @@ def swap_in_dir(new: PathLike, final: PathLike) -> Path:
     return final
 
 
+def check_inside(path: PathLike, folder: PathLike) -> Path:
+    """``path``, checked to lie strictly inside ``folder`` once both are resolved (symlinks
+    followed, ``..`` removed), so that no write or delete under a name read from data leaves the
+    folder the user named.
+
+    Raises:
+        ValueError: ``path`` resolves to ``folder`` itself or outside it (one line with both
+            resolved paths).
+    """
+    path, folder = Path(path), Path(folder)
+    real, root = path.resolve(), folder.resolve()
+    if real == root or root not in real.parents:
+        raise ValueError(f"{path}: resolves to {real}, outside the output folder {root}; nothing written")
+    return path
+
+
 @contextmanager
-def staged_dir(final: PathLike) -> Iterator[Path]:
+def staged_dir(final: PathLike, within: PathLike | None = None) -> Iterator[Path]:
     """Write a folder under a hidden name and swap it in when complete.
 
     ``with staged_dir("results/m/davis16/blackswan") as tmp:`` yields the empty folder
@@ -298,10 +314,18 @@ def staged_dir(final: PathLike) -> Iterator[Path]:
     raises (bad data, a full disk, Ctrl-C) the partial folder is removed and the destination
     keeps its old content.
 
+    ``within``: the output folder that ``final`` must lie inside (:func:`check_inside`, checked
+    before anything is created, moved or removed); give it whenever ``final``'s name comes from
+    data (a sequence name).
+
     Raises:
         OSError: the folder cannot be created (read-only parent ...), or the swap failed.
+        ValueError: ``final`` is not inside ``within``.
     """
     final = Path(final)
+    if within is not None:
+        check_inside(final, within)
+        check_inside(_partial_dir(final), within)
     restore_swapped_dir(final)
     tmp = _partial_dir(final)
     if tmp.exists():

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from label_prop.plans import Benchmark, SequencePlan, numbering_gaps, select_sequences
+from label_prop.plans import Benchmark, SequencePlan, check_name, numbering_gaps, select_sequences
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,11 +35,17 @@ class DavisBenchmark(Benchmark):
     resolution: str = "480p"
 
     def sequences(self, root: str | os.PathLike | None = None, selection: list[str] | None = None) -> list[str]:
-        """Sequence names from the ImageSets file (see :meth:`Benchmark.sequences`)."""
+        """Sequence names from the ImageSets file (see :meth:`Benchmark.sequences`).
+
+        Raises:
+            FileNotFoundError: the list is missing. ValueError: a line is not a plain name
+                (:func:`label_prop.plans.check_name`: the message names the file and line).
+        """
         listfile = self.dir(root) / self.imageset
         if not listfile.is_file():
             raise FileNotFoundError(f"{self.name}: sequence list {listfile} not found")
-        names = [line.strip() for line in listfile.read_text().splitlines() if line.strip()]
+        names = [check_name(line.strip(), f"{listfile}:{n}")
+                 for n, line in enumerate(listfile.read_text().splitlines(), 1) if line.strip()]
         return select_sequences(names, selection, f"{self.name}: sequences not in {listfile}")
 
     def frames(self, seq: str, root: str | os.PathLike | None = None) -> list[Path]:

@@ -29,7 +29,7 @@ from typing import Sequence
 
 from hvc.runtime import UsageError, atomic_write, run_cli
 from label_prop.datasets import BENCHMARKS, get_benchmark
-from label_prop.plans import Benchmark, SequencePlan, data_root, select_sequences
+from label_prop.plans import Benchmark, SequencePlan, check_name, data_root, select_sequences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where the generated lists live (committed).
@@ -205,12 +205,13 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
         raise UsageError(f"--read-masks must be one of {', '.join(READ_MASKS)}, got {read_masks!r}")
     if not path.is_file():
         raise FileNotFoundError(f"filelist {path} not found")
-    runs = _read_runs(path, data_root(root))
+    runs, first_lines = _read_runs(path, data_root(root))
     names = [Path(k).name for k, _ in runs]
     dup = {x for x in names if names.count(x) > 1}
     plans = []
-    for key, rows in runs:
+    for (key, rows), line in zip(runs, first_lines):
         name = key.replace("/", "_") if Path(key).name in dup else Path(key).name
+        check_name(name, f"{path}:{line}")
         if read_masks == "first":
             if not rows[0][2].is_file():
                 raise FileNotFoundError(f"{path}: first-frame mask of {key} not found: {rows[0][2]}")
@@ -224,10 +225,12 @@ def read_filelist(path: str | os.PathLike, root: str | os.PathLike | None = None
     return plans
 
 
-def _read_runs(path: Path, base: Path) -> list[tuple[str, list[tuple[int, Path, Path]]]]:
+def _read_runs(path: Path, base: Path) -> tuple[list[tuple[str, list[tuple[int, Path, Path]]]], list[int]]:
     """The lines of a filelist grouped into runs of one image folder: ``[(folder, [(flag, image,
-    mask), ...]), ...]`` (ValueError naming the file and line on a malformed line)."""
+    mask), ...]), ...]``, and the line number where each run starts (ValueError naming the file
+    and line on a malformed line)."""
     runs: list[tuple[str, list[tuple[int, Path, Path]]]] = []
+    first_lines: list[int] = []
     seen: set[str] = set()
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -243,10 +246,11 @@ def _read_runs(path: Path, base: Path) -> list[tuple[str, list[tuple[int, Path, 
                 raise ValueError(f"{path}:{n}: sequence {key} continues after another sequence")
             seen.add(key)
             runs.append((key, []))
+            first_lines.append(n)
         runs[-1][1].append((int(fields[0]), base / fields[1], base / fields[2]))
     if not runs:
         raise ValueError(f"{path}: no lines")
-    return runs
+    return runs, first_lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,29 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root if root is not None else os.environ.get("HVC_DATA_ROOT", "./data"))
 
 
+def check_name(name: str, where: str) -> str:
+    """``name`` if it is a plain name: one path component that stays where it is joined.
+
+    Sequence names, YouTube-VOS video ids and filelist sequences become folder names under the
+    results folder, so they are data, never paths: a name is refused when it is empty, is ``.`` or
+    ``..``, starts with ``.`` (the hidden names of folders being written), or holds ``/``, ``\\``,
+    a NUL or another control character.
+
+    Args:
+        name: the name as read.
+        where: the list file and line (``.../val.txt:3``) or entry it came from, for the message.
+
+    Raises:
+        ValueError: ``"<where>: sequence name '<name>' is not a plain name ..."`` (one line).
+    """
+    bad = (not name or name.startswith(".") or any(c in name for c in "/\\") or
+           any(ord(c) < 32 or ord(c) == 127 for c in name))
+    if bad:
+        raise ValueError(f"{where}: sequence name {name!r} is not a plain name (one path component, not "
+                         f"starting with '.', without '/', '\\' or control characters)")
+    return name
+
+
 def select_sequences(names: list[str], sequences: list[str] | None, unknown_msg: str) -> list[str]:
     """``names`` restricted to ``sequences`` (kept in the order of ``names``); all when None.
 

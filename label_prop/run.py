@@ -155,7 +155,8 @@ def _write_sequence(plan: SequencePlan, encoder: FrameEncoder, config: Propagati
     complete; the score tables that summarise the old results are removed just before."""
     tm = Timings()
     bar.set_postfix_str(plan.name)
-    with staged_dir(out_root / plan.name) as tmp, (staged_dir(ov_dir) if ov_dir is not None else nullcontext()) as ov:
+    with staged_dir(out_root / plan.name, within=out_root) as tmp, \
+            (staged_dir(ov_dir, within=ov_dir.parent) if ov_dir is not None else nullcontext()) as ov:
         for r in segment_plan(plan, encoder, config, tm):
             bar.update()
             if not r.save:

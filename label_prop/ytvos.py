@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from label_prop.io import read_mask
-from label_prop.plans import Benchmark, SequencePlan, select_sequences, starting_ids
+from label_prop.plans import Benchmark, SequencePlan, check_name, select_sequences, starting_ids
 
 @lru_cache(maxsize=8)
 def _load_meta(path: str, mtime: float) -> dict:
@@ -45,6 +45,7 @@ def _load_meta(path: str, mtime: float) -> dict:
     if not isinstance(videos, dict):
         raise ValueError(f"{path}: expected a top-level 'videos' object (YouTube-VOS meta.json)")
     for vid, info in videos.items():
+        check_name(str(vid), f"{path}: video id")
         objs = info.get("objects") if isinstance(info, dict) else None
         if not isinstance(objs, dict) or not objs:
             raise ValueError(f"{path}: video {vid!r} has no 'objects'")

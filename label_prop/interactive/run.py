@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _write_masks(out: Path, seq: str, paths: list[Path], masks: np.ndarray) -> None:
     """The final masks as palette PNGs in ``out/.<seq>.partial``, which replaces ``out/<seq>`` when
     complete (:func:`hvc.runtime.staged_dir`)."""
-    with staged_dir(out / seq) as tmp_dir:
+    with staged_dir(out / seq, within=out) as tmp_dir:
         for p, m in zip(paths, masks):
             write_palette_png(tmp_dir / f"{p.stem}.png", m)
 
