@@ -214,12 +214,12 @@ def resolve_model(model: str, checkpoints_dir: str | os.PathLike = "checkpoints"
     if is_model_path(model):
         path = Path(model)
         if not path.is_file():
-            raise FileNotFoundError(f"model file {path} not found")
+            raise FileNotFoundError(f"model file {path.resolve()} not found")
         return path
     path = Path(checkpoints_dir) / f"{model_name(model)}.pth"
     if not path.is_file():
         raise FileNotFoundError(
-            f"model {model!r}: {path} not found (train and export one, give a .pth path, or use 'random')"
+            f"model {model!r}: {path.resolve()} not found (train and export one, give a .pth path, or use 'random')"
         )
     return path
 

@@ -15,5 +15,5 @@ if [ -n "${OUT:-}" ]; then
 fi
 PYTHON="${PYTHON:-python3}"
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+cd "$REPO_ROOT"  # a tool of the checkout: device_data/ and scripts/ are the repository's
 exec "$PYTHON" scripts/device_check.py "$@"

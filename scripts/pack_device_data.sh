@@ -7,4 +7,5 @@
 # Data from $HVC_DATA_ROOT (default ../shared/data). See scripts/pack_device_data.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+cd "$REPO_ROOT"  # a tool of the checkout: device_data/ is the repository's
 exec "$PYTHON" scripts/pack_device_data.py "$@"

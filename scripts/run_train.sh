@@ -6,7 +6,7 @@
 #                                  [--nproc-per-node N]       (python -m hvc.train --help)
 # All arguments are passed through. Without --data, the data is
 # ${HVC_DATA_ROOT:-./data}/unlabeled-video (a relative HVC_DATA_ROOT is taken from the caller's
-# directory). Relative paths in the arguments are taken from the repository root.
+# directory), as are relative paths in the arguments.
 # --nproc-per-node N (this wrapper's only own flag) starts N processes on this machine with
 # torchrun (`python -m torch.distributed.run --standalone --nproc_per_node N -m hvc.train ...`);
 # --batch-size stays the global batch. For several nodes, put torchrun's rendezvous flags in

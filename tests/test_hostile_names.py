@@ -154,3 +154,30 @@ def test_staged_dir_refuses_a_destination_outside_its_folder(tmp_path):
             with RT.staged_dir(final, within=out):
                 pass
     assert (outside / "keep.txt").read_text() == "x" and os.path.islink(out / "seq")
+
+
+@pytest.mark.slow
+def test_wrapper_takes_relative_paths_from_the_callers_directory(tmp_path):
+    """``bash /abs/scripts/run_test.sh ck/r18.pth ... --results-dir res`` typed in another folder:
+    the model and the results folder are that folder's, as with ``python -m label_prop.run``; a
+    missing model is named by its absolute path."""
+    import subprocess
+    import sys
+
+    import torch
+    from torchvision.models import resnet18
+
+    from conftest import REPO_ROOT
+
+    work = tmp_path / "work"
+    (work / "ck").mkdir(parents=True)
+    torch.save(resnet18(weights=None).state_dict(), work / "ck" / "r18.pth")
+    make_davis_dataset(tmp_path / "data", seqs=("alpha",), frames=3)
+    env = {**os.environ, "PYTHON": sys.executable, "HVC_DATA_ROOT": "../data"}
+    cmd = ["bash", str(REPO_ROOT / "scripts" / "run_test.sh"), "ck/r18.pth", "davis16", "--results-dir", "res", *RUN_OPTS]
+    done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((work / "res" / "r18" / "davis16" / "alpha").glob("*.png"))) == 3
+    assert not (REPO_ROOT / "res").exists()
+    missing = subprocess.run([*cmd[:2], "ck/none.pth", *cmd[3:]], cwd=work, env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and str((work / "ck" / "none.pth").resolve()) in missing.stderr, missing.stderr
