@@ -49,7 +49,8 @@ from label_prop.metrics import (
     summarize,
 )
 from label_prop.plans import starting_ids
-from label_prop.results import GLOBAL_CSV, PER_SEQUENCE_CSV, results_csv_paths, results_root  # noqa: F401
+from label_prop.results import GLOBAL_CSV, PER_SEQUENCE_CSV, mixed_settings_message, results_csv_paths, results_root  # noqa: F401
+from label_prop.results import settings_groups
 
 PROG = "bash scripts/run_metrics.sh"
 GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
     parser.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing CSV files")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="score sequences whose run records (run-*.json) give different settings or models "
+                             "together, with a warning (default: an error naming them)")
     return parser
 
 
@@ -276,6 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     args = build_parser().parse_args(argv)
     return run_cli(PROG, lambda: _run(args))
+
+
+def _check_alike(out_dir: Path, names: Sequence[str], allow_mixed: bool) -> None:
+    """Refuse (UsageError) to score together sequences that the run records say were made with
+    different settings or models (:func:`label_prop.results.settings_groups`), or warn with
+    ``allow_mixed``. A folder without any run record (results of another tool) is not checked."""
+    groups = settings_groups(out_dir, names)
+    if len(groups) < 2:
+        return
+    msg = mixed_settings_message(groups)
+    if not allow_mixed:
+        raise UsageError(f"{out_dir}: {msg}; rerun them alike (label_prop.run ... --resume --overwrite with one "
+                         f"set of settings) or pass --allow-mixed")
+    print(f"{PROG}: warning: {out_dir}: {msg}; scored together (--allow-mixed)", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -286,6 +304,7 @@ def _run(args: argparse.Namespace) -> int:
     suffix = f"-{args.split}" if args.split else ""
     check_writable(out_dir, args.overwrite, suffix)
     clean_stale_temporaries(out_dir, PROG)
+    _check_alike(out_dir, bench.sequences(args.data_root, sequences), args.allow_mixed)
     global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
     g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite, suffix=suffix)
     with pd.option_context("display.precision", 3, "display.width", 200):

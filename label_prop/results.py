@@ -173,13 +173,53 @@ def run_records(out_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
     return records
 
 
-def completed_sequences(out_dir: str | os.PathLike, plans: Collection[Any], settings: dict[str, Any]) -> dict[str, Path]:
+def settings_groups(out_dir: str | os.PathLike, names: Collection[str]) -> list[tuple[dict | None, list[str]]]:
+    """The sequences of ``names`` grouped by the settings (model included, :func:`run_settings`)
+    of the newest run record in ``out_dir`` that lists each; sequences that no record lists (or
+    whose record has no settings) form a group with settings None. Groups in order of first
+    appearance in ``names``; one group means the results were made alike."""
+    latest: dict[str, dict] = {}
+    for _, rec in run_records(out_dir):
+        for name in rec.get("sequences", {}):
+            latest[name] = rec
+    groups: list[tuple[dict | None, list[str]]] = []
+    for name in names:
+        settings = latest.get(name, {}).get("settings")
+        for recorded, members in groups:
+            if recorded == settings:
+                members.append(name)
+                break
+        else:
+            groups.append((settings, [name]))
+    return groups
+
+
+def mixed_settings_message(groups: list[tuple[dict | None, list[str]]]) -> str:
+    """One line naming, for each group of :func:`settings_groups` after the first, its sequences
+    and the settings that differ from the first group's."""
+    (base, first), parts = groups[0], []
+    for recorded, members in groups[1:]:
+        if recorded is None or base is None:
+            diff = "no run record" if recorded is None else "others have no run record"
+        else:
+            diff = "; ".join(f"{k}={recorded.get(k)!r} against {base.get(k)!r}"
+                             for k in sorted(set(recorded) | set(base)) if recorded.get(k) != base.get(k))
+        shown = ", ".join(members[:4]) + (" ..." if len(members) > 4 else "")
+        parts.append(f"{shown} ({diff})")
+    return (f"results made with different settings or models: {', '.join(first[:4])}{' ...' if len(first) > 4 else ''} "
+            f"against {' and '.join(parts)}")
+
+
+def completed_sequences(out_dir: str | os.PathLike, plans: Collection[Any], settings: dict[str, Any], *,
+                        redo_other_settings: bool = False) -> dict[str, Path]:
     """The sequences of ``plans`` whose results in ``out_dir`` are complete (module docstring).
 
     Args:
         out_dir: ``results/MODEL/BENCHMARK``.
         plans: the :class:`~label_prop.plans.SequencePlan` of each requested sequence.
         settings: this run's :func:`run_settings`.
+        redo_other_settings: a sequence made with other settings counts as not complete
+            (``--resume --overwrite``) instead of being an error.
 
     Returns:
         sequence -> the run record that lists it (the newest one), for the complete ones only.
@@ -203,11 +243,13 @@ def completed_sequences(out_dir: str | os.PathLike, plans: Collection[Any], sett
         recorded = rec.get("settings")
         if recorded is None:
             continue
+        if recorded != settings and redo_other_settings:
+            continue
         if recorded != settings:
             diff = [f"{k}={recorded.get(k)!r} there, {settings.get(k)!r} now"
                     for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
             raise UsageError(f"--resume: {out_dir / plan.name} was made with other settings ({path.name}: "
-                             f"{'; '.join(diff)}); resume with the same settings, or pass --overwrite to redo it")
+                             f"{'; '.join(diff)}); resume with the same settings, or add --overwrite to --resume to redo it")
         folder = out_dir / plan.name
         have = {p.stem for p in folder.glob("*.png")} if folder.is_dir() else set()
         if have == set(plan.saved_names()):

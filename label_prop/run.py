@@ -41,7 +41,9 @@ replaces the old folder only when complete (:func:`hvc.runtime.staged_dir`), so 
 failed run (Ctrl-C, bad data, a full disk) never leaves a half-written sequence and never damages
 an earlier result. An existing sequence folder is never replaced without ``--overwrite``;
 ``--resume`` skips the sequences whose results are complete according to the run records
-(:func:`label_prop.results.completed_sequences`) and redoes the rest. Score tables
+(:func:`label_prop.results.completed_sequences`) and redoes the rest; sequences made with other
+settings are an error, unless ``--overwrite`` is given too (then they are redone: the way to
+finish an interrupted ``--overwrite`` with new settings is the same command with ``--resume``). Score tables
 (``global_results*.csv``, ``per-sequence_results*.csv``) that summarise a rewritten sequence are
 removed when it is replaced. One progress bar counts the frames of the whole run, with the
 remaining time. Sharding (``--shard I/N`` or torchrun: which sequences each shard gets, and when
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace existing results (each sequence when its new results are complete)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip the sequences whose results are complete according to "
-                        "the run records (run-*.json) made with the same settings, redo the others")
+                        "the run records (run-*.json) made with the same settings, redo the others; a sequence "
+                        "made with other settings is an error, or, with --overwrite too, redone")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="segment only shard I of N (0 <= I < N) of the sequences, split by frame count "
                         "(label_prop/shard.py); under torchrun each rank runs shard RANK/WORLD_SIZE without it")
@@ -129,16 +132,17 @@ def _check_outputs(args: argparse.Namespace, names: list[str], out_root: Path, o
 
 
 def _resume(plans: list[SequencePlan], out_root: Path, ov_root: Path | None,
-            settings: dict) -> tuple[list[SequencePlan], dict[str, str]]:
+            settings: dict, overwrite: bool) -> tuple[list[SequencePlan], dict[str, str]]:
     """``--resume``: ``(plans still to do, {skipped sequence: the run record that lists it})``.
 
     A sequence is skipped when :func:`label_prop.results.completed_sequences` says its results
     are complete and, with ``--save-overlays`` (``ov_root``), its overlays are all there too.
+    With ``overwrite`` a sequence made with other settings is redone instead of refused.
 
     Raises:
-        UsageError: a sequence's results were made with other settings (named).
+        UsageError: a sequence's results were made with other settings (named), without ``overwrite``.
     """
-    done = completed_sequences(out_root, plans, settings)
+    done = completed_sequences(out_root, plans, settings, redo_other_settings=overwrite)
     if ov_root is not None:
         done = {p.name: done[p.name] for p in plans if p.name in done
                 and {f.stem for f in (ov_root / p.name).glob("*.jpg")} == set(p.saved_names())}
@@ -176,8 +180,6 @@ def _write_sequence(plan: SequencePlan, encoder: FrameEncoder, config: Propagati
 def _run(args: argparse.Namespace) -> int:
     """Segment this process's shard of the requested sequences (all of them unsharded), writing
     the PNGs and the run record; the zip when the whole benchmark is complete."""
-    if args.resume and args.overwrite:
-        raise UsageError("give either --resume (keep complete sequences) or --overwrite (redo all), not both")
     ctx = dist_context_from_env()
     shard = shard_for_run(args.shard, ctx)
     with ShardGroup(ctx) as group:
@@ -224,7 +226,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     model_path = resolve_model(args.model, args.checkpoints_dir)
     settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks,
                             amp_dtype=args.amp_dtype)
-    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings) if args.resume
+    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings, args.overwrite) if args.resume
                      else (plans, {}))
     _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
     device = resolve_rank_device(args.device, ctx)

@@ -181,3 +181,41 @@ def test_wrapper_takes_relative_paths_from_the_callers_directory(tmp_path):
     assert not (REPO_ROOT / "res").exists()
     missing = subprocess.run([*cmd[:2], "ck/none.pth", *cmd[3:]], cwd=work, env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and str((work / "ck" / "none.pth").resolve()) in missing.stderr, missing.stderr
+
+
+def test_interrupted_overwrite_with_new_settings_is_caught_by_the_metrics_and_resumable(tmp_path, monkeypatch, capsys):
+    """A run with n-context 3, then an ``--overwrite`` with n-context 2 interrupted after its
+    first sequence: the metrics refuse the mixed folder (naming the sequences and the setting),
+    score it with a warning under ``--allow-mixed``, and the printed way out (the same command
+    with ``--resume``) works and leaves one set of settings."""
+    from label_prop import evaluate as ev
+    from label_prop import run as run_mod
+
+    root, res = tmp_path / "data", tmp_path / "results"
+    make_davis_dataset(root)
+    base = ["random", "davis16", "--data-root", str(root), "--results-dir", str(res), "--threads", "1"]
+    assert R.main([*base, "--n-context", "3"]) == 0
+    calls = {"n": 0}
+    real = run_mod._write_sequence
+
+    def interrupt_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_mod, "_write_sequence", interrupt_second)
+    assert R.main([*base, "--n-context", "2", "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert "add --resume to the same command" in err
+    monkeypatch.setattr(run_mod, "_write_sequence", real)
+    score = ["random", "davis16", "--results-dir", str(res), "--data-root", str(root), "--overwrite"]
+    assert ev.main(score) == 2
+    line = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(line) == 1 and "alpha" in line[0] and "beta" in line[0] and "n_context" in line[0], line
+    assert ev.main([*score, "--allow-mixed"]) == 0
+    assert "warning" in capsys.readouterr().err
+    # the way out that the interrupted run printed: the same command with --resume
+    assert R.main([*base, "--n-context", "2", "--overwrite", "--resume"]) == 0
+    assert "1 of 2 sequences are complete" in capsys.readouterr().err
+    assert ev.main(score) == 0
