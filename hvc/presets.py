@@ -27,6 +27,24 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "pos_radius": 0.3,   # positive radius, in larger-bin diagonals (paper 0.1; at 64 px, 0.1 leaves ~3
                              # positives per sample and 0.3 ~20, which scored higher on the dev half)
     },
+    # cpu-1h with 128-px crops in bfloat16 (channels_last), for CPUs with native bfloat16 units
+    # (AVX512-BF16 or AMX), where a 128-px bfloat16 step costs about what a 64-px float32 step
+    # does; on CPUs without them bfloat16 is many times slower: use cpu-1h there. Only the crop
+    # size, the precision and the steps (to fill the same hour) differ from cpu-1h; results and
+    # the CPU they were measured on: docs/training.md.
+    "cpu-1h-bf16": {
+        "batch_size": 16,
+        "img_size": 128,         # crop side, pixels; a 16x16 feature grid
+        "steps": 1600,           # = 25,600 frames
+        "lr": 1e-3,
+        "workers": 0,
+        "threads": 2,
+        "ema_base": 0.99,
+        "pos_radius": 0.3,       # kept from cpu-1h (not tuned at 128 px)
+        "amp": True,
+        "amp_dtype": "bfloat16",
+        "channels_last": True,
+    },
 }
 
 
