@@ -304,8 +304,8 @@ def _run(args: argparse.Namespace) -> int:
     suffix = f"-{args.split}" if args.split else ""
     check_writable(out_dir, args.overwrite, suffix)
     clean_stale_temporaries(out_dir, PROG)
-    _check_alike(out_dir, bench.sequences(args.data_root, sequences), args.allow_mixed)
     global_df, per_seq_df = evaluate_benchmark(out_dir, bench, args.data_root, sequences)
+    _check_alike(out_dir, bench.sequences(args.data_root, sequences), args.allow_mixed)
     g_path, s_path = write_results(out_dir, global_df, per_seq_df, overwrite=args.overwrite, suffix=suffix)
     with pd.option_context("display.precision", 3, "display.width", 200):
         print(f"--------------------------- Global results for {bench.name} ---------------------------")
