@@ -17,6 +17,7 @@ import shutil
 import statistics
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -35,6 +36,7 @@ from .data.video import VideoFrameDataset
 from .distributed import (DistContext, all_sum_int, dist_context_from_env, rank0_decides, rank0_first,
                           replica_max_abs_diff, say, setup_distributed, wrap_model)
 from .model import HVCModel
+from .output_lock import hold_output
 from .progress import Progress, cpu_warning, peak_mem_mib
 from .rundir import (CHECKPOINT_NAME, LOG_NAME, SNAPSHOT_DIR, RunLogger, check_resume, prepare_output_dir,
                      save_checkpoint, save_failed, truncate_log, write_run_record)
@@ -107,7 +109,13 @@ def train(config: TrainConfig, ctx: Optional[DistContext] = None) -> Dict[str, A
     """
     t_start = time.time()
     ctx = dist_context_from_env() if ctx is None else ctx
-    run = _setup(config, ctx)
+    with ExitStack() as locks:
+        return _train(config, ctx, locks, t_start)
+
+
+def _train(config: TrainConfig, ctx: DistContext, locks: ExitStack, t_start: float) -> Dict[str, Any]:
+    """:func:`train`; rank 0 enters the lock of the output folder into ``locks``."""
+    run = _setup(config, ctx, locks)
     if run.resume_path is not None:
         _resume(run)
     _announce(run)
@@ -123,8 +131,12 @@ def train(config: TrainConfig, ctx: Optional[DistContext] = None) -> Dict[str, A
     return _finish(run, progress.last_loss, t_start)
 
 
-def _setup(config: TrainConfig, ctx: DistContext) -> _Run:
+def _setup(config: TrainConfig, ctx: DistContext, locks: ExitStack) -> _Run:
     """Device and process group, precision, run directory, data, schedule, seeds, model, optimiser.
+
+    Rank 0 takes the lock of the output folder (:func:`hvc.output_lock.hold_output`, held until
+    ``locks`` closes) before it looks at the folder: a second training on the same folder fails at
+    once, naming the running one.
 
     Raises:
         UsageError: the batch is not a multiple of the world size, or ``sync_bn`` without CUDA;
@@ -137,7 +149,11 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Run:
     precision = resolve_precision(device, config.amp, config.amp_dtype, config.channels_last)
     if config.sync_bn and device.type != "cuda":
         raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
-    out_dir, resume_path = rank0_first(ctx, lambda: prepare_output_dir(config), others=False)
+    def lock_and_prepare():
+        locks.enter_context(hold_output(config.output_dir, "hvc.train", tag="train"))
+        return prepare_output_dir(config)
+
+    out_dir, resume_path = rank0_first(ctx, lock_and_prepare, others=False)
     dataset = rank0_first(ctx, lambda: build_dataset(config, out_dir))  # rank 0 writes the scanned index
     schedule = make_schedule(config, dataset)
     workers = default_workers(device, ctx) if config.workers is None else config.workers

@@ -58,7 +58,7 @@ import platform
 import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +68,7 @@ import torch
 from tqdm import tqdm
 
 from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
+from hvc.output_lock import hold_output
 from hvc.runtime import UsageError, atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
@@ -86,7 +87,7 @@ PROG = "bash scripts/run_test.sh"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(allow_abbrev=False, 
         prog=PROG, description="Segment a benchmark or filelist by label propagation from the given object masks.")
     p.add_argument("model", metavar="MODEL", help="'random' (seeded baseline), a name (checkpoints/MODEL.pth) or a .pth path")
     p.add_argument("benchmark", metavar="BENCHMARK",
@@ -182,11 +183,11 @@ def _run(args: argparse.Namespace) -> int:
     the PNGs and the run record; the zip when the whole benchmark is complete."""
     ctx = dist_context_from_env()
     shard = shard_for_run(args.shard, ctx)
-    with ShardGroup(ctx) as group:
+    with ShardGroup(ctx) as group, ExitStack() as locks:
         # One timestamp (to the microsecond: two runs started within one second must not share a
         # record) for all the shards of a torchrun launch: their records sit side by side.
         started = group.broadcast(datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f"))
-        run_together(group, lambda: _segment_shard(args, shard, ctx, started), _finish)
+        run_together(group, lambda: _segment_shard(args, shard, ctx, started, locks), _finish)
     return 0
 
 
@@ -204,9 +205,12 @@ class _ShardJob:
     run_path: Path
 
 
-def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, started: str) -> _ShardJob:
+def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, started: str,
+                   locks: ExitStack) -> _ShardJob:
     """Segment ``shard``'s sequences (those not complete with ``--resume``), writing the PNGs and
-    the run record."""
+    the run record. The lock of the results folder (:func:`hvc.output_lock.hold_output`: one
+    whole run, or the shards of one count) is entered into ``locks``, which the caller closes
+    after the zip."""
     if args.threads:
         torch.set_num_threads(args.threads)
     config = PropagationConfig.from_mapping(vars(args))
@@ -219,6 +223,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     plans = [p for p in all_plans if p.name in mine]
     out_root = results_root(args.results_dir, args.model, bench.name)
     ov_root = overlays_root(args.results_dir, args.model, bench.name)
+    locks.enter_context(hold_output(out_root, PROG, tag="run" if shard.whole else f"shard-{shard.index}-of-{shard.count}"))
     whole = bench.submission and not args.sequences and not args.split
     # The zip needs every shard: built here unsharded, by rank 0 under torchrun, else by label_prop.submission.
     zip_path = submission_path(args.results_dir, args.model, bench) if whole and (shard.whole or ctx.distributed) \

@@ -17,13 +17,16 @@ Writes DIR (refused when it holds files, unless ``--overwrite``):
 * ``00000.png, 00001.png, ...``: object ids per frame, palette PNGs (DAVIS palette);
 * ``overlay.mp4``: the frames with the objects' colours blended at 50 % (H.264, else ``mp4v``
   with a warning: :class:`label_prop.video.OverlayWriter`; FPS of the input video, else ``--fps``);
-* ``segment.json``: the command, the model (name and file), the tracked objects, the frame
+* ``segment.json``: the command, the model (name and file), the seed of a ``random`` encoder,
+  the git revision of the code, the tracked objects, the frame
   count (and the header's count when a video decodes fewer frames: a warning), the overlay's
   codec, seconds per frame and the peak resident memory.
 
 Everything is written into a hidden ``.DIR.partial`` folder beside DIR, which replaces DIR only
 when complete: an interrupted or failed run (Ctrl-C, bad data, a full disk) leaves an earlier
-DIR as it was. ``--overwrite`` replaces a DIR that holds only these outputs; other files in it
+DIR as it was. While it runs, the lock ``.DIR.lock.segment`` beside DIR names this process: a
+second ``segment`` on the same DIR fails at once (:func:`hvc.output_lock.hold_output`).
+``--overwrite`` replaces a DIR that holds only these outputs; other files in it
 are an error (they would be lost). A progress bar with the remaining time is shown on a terminal.
 
 Frames are decoded, segmented (:class:`label_prop.pipeline.VideoSegmenter`), written and dropped
@@ -51,7 +54,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hvc.runtime import UsageError, atomic_write, check_output_dir, peak_rss_mib, resolve_device, run_cli, staged_dir
+from hvc.output_lock import hold_output
+from hvc.runtime import (UsageError, atomic_write, check_output_dir, git_revision, peak_rss_mib, resolve_device,
+                         run_cli, staged_dir)
 from label_prop.config import PropagationConfig
 from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
 from label_prop.io import read_annotation, write_palette_png
@@ -67,7 +72,7 @@ OUTPUT_FILES = re.compile(r"\d+\.png|overlay\.mp4|segment\.json")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog=PROG, description="Segment a video file or frame folder from a first-frame mask.")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=PROG, description="Segment a video file or frame folder from a first-frame mask.")
     p.add_argument("input", metavar="INPUT", help="video file (mp4, avi, ... via OpenCV) or folder of frames")
     p.add_argument("--mask", required=True, help="first-frame object ids, a palette or greyscale PNG of the first "
                    "frame's size in pixels (required)")
@@ -100,6 +105,13 @@ def _run(args: argparse.Namespace) -> int:
     src, out = Path(args.input), Path(args.out)
     frames = VideoFrames(src, args.max_frames)
     mask = read_annotation(args.mask, None)
+    with hold_output(out, PROG, tag="segment"):  # a second segment on this --out fails at once
+        return _run_locked(args, config, frames, mask, out)
+
+
+def _run_locked(args: argparse.Namespace, config: PropagationConfig, frames: VideoFrames, mask: np.ndarray,
+                out: Path) -> int:
+    """:func:`_run` once the lock of ``out`` is held."""
     check_output_dir(out, args.overwrite, OUTPUT_FILES, PROG)
     objects = [int(o) for o in args.objects.split(",") if o.strip()] if args.objects else None
     present = starting_ids(mask, ())
@@ -120,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
         record = _segment(args, config, encoder, frames, itertools.chain([(first_name, first)], stream), mask,
                           objects if objects is not None else present, tmp)
         record.update(model={"name": model_name(args.model), "path": str(model_path.resolve()) if model_path else None},
-                      objects_requested=objects, device=str(device))
+                      objects_requested=objects, device=str(device), seed=args.seed, git_revision=git_revision())
         atomic_write(tmp / "segment.json", lambda t: Path(t).write_text(json.dumps(record, indent=2) + "\n"))
     print(f"{record['frames']} frames in {record['wall_s']:.1f} s, peak RSS {record['peak_rss_mib']:.0f} MiB; "
           f"wrote {out}/<frame>.png" + ("" if args.no_overlay else f" and {out}/overlay.mp4 ({record['codec']})"))

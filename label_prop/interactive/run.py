@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hvc.output_lock import hold_output
 from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import get_benchmark, parse_sequences
@@ -82,7 +83,7 @@ def load_sequence(bench: Benchmark, seq: str, root=None, max_frames: int | None 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog=PROG, description="Interactive segmentation scored with a local robot after the "
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=PROG, description="Interactive segmentation scored with a local robot after the "
                                 "DAVIS interactive protocol (J&F per interaction, AUC-J&F, J&F@60s).")
     p.add_argument("model", metavar="MODEL", help="'random', a name (checkpoints/MODEL.pth) or a .pth path")
     p.add_argument("benchmark", metavar="BENCHMARK", help="davis16 or davis17 (ground truth for every frame)")
@@ -93,10 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="next frame: worst J&F (the protocol's robot, reads ground truth) or the session's "
                         "recommended frame (default worst)")
     p.add_argument("--seed-method", choices=METHODS, default="random_walker",
-                   help="strokes to a mask: random walker on the image or kNN over the frame's features")
+                   help="strokes to a mask: random walker on the image or kNN over the frame's features "
+                        "(default random_walker)")
     p.add_argument("--feature-dtype", choices=tuple(FEATURE_DTYPES), default="float16",
                    help="storage of the cached features (default float16)")
-    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence")
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence (default: all)")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--results-dir", default="results", type=Path, help="results root (default: results)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
@@ -125,6 +127,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
     out = Path(args.results_dir) / model_name(args.model) / "interactive" / bench.name / args.frame_choice
+    with hold_output(out, PROG, tag="interactive"):  # a second run on this folder fails at once
+        return _run_locked(args, bench, names, out)
+
+
+def _run_locked(args: argparse.Namespace, bench, names: list[str], out: Path) -> int:
+    """:func:`_run` once the lock of the results folder ``out`` is held."""
     csv_path, json_path = out / RESULTS_CSV, out / SUMMARY_JSON
     if csv_path.exists() and not args.overwrite:
         raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it")
