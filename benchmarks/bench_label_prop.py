@@ -156,7 +156,7 @@ def bench_features(device: torch.device, dtypes, repeats: int, size=(480, 854)):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", type=int, nargs=2, default=(60, 107), metavar=("H", "W"))
     p.add_argument("--channels", type=int, default=256)
     p.add_argument("--objects", type=int, default=3, help="label channels K (background included)")

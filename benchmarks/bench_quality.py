@@ -173,7 +173,7 @@ def plot(df: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output-dir", type=Path, required=True, help="where runs, scores, CSV and plot go")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43], help="training seeds")

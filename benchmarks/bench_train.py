@@ -311,7 +311,7 @@ def run_precision(args, device: torch.device) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--compare", choices=("precision", "loss-impl"), default="precision",
                    help="precision: float32 / bfloat16 / float16 and memory layouts; loss-impl: sparse vs dense loss")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256], help="crop sides, pixels "

@@ -40,7 +40,7 @@ from label_prop.metrics import region_similarity  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--split", default="heldout", choices=("dev", "heldout"))
     p.add_argument("--sequences", default=None, help="instead of --split")
     p.add_argument("--rw-beta", default="1000")

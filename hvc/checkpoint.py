@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
@@ -89,9 +91,21 @@ def load_weights_file(path: PathLike, what: str = "weights file") -> Any:
     except Exception as exc:
         with open(path, "rb") as f:
             head = f.read(16)
+        size = path.stat().st_size
+        if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: truncated or incomplete ({size} bytes: the start of a torch.save zip "
+                                  f"archive whose end is missing, e.g. an interrupted copy or download); "
+                                  f"copy it again") from None
         if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
             raise CheckpointError(f"{path}: not a PyTorch weights file (neither a torch.save zip archive nor a "
-                                  f"pickle; it starts with {head!r}, {path.stat().st_size} bytes)") from None
+                                  f"pickle; it starts with {head!r}, {size} bytes)") from None
+        if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            raise CheckpointError(
+                f"{path}: not loaded: it holds Python objects that run code when unpickled"
+                f"{f' ({found[1]})' if found else ''}, which a weights file never needs; if you trust its "
+                f"source, save a plain state dict from it (torch.save(model.state_dict(), FILE)) or export a "
+                f"training checkpoint with python -m hvc.export") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot be loaded with torch.load(weights_only=True) "
                               f"(truncated or not a weights file?): {type(exc).__name__}: {reason}") from exc

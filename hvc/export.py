@@ -260,7 +260,7 @@ def load_encoder(path: PathLike, last_layer: str = "layer3") -> Tuple[ResNetStri
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data)."""
-    p = argparse.ArgumentParser(prog="python -m hvc.export",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m hvc.export",
                                 description="Export the online encoder of an HVC training checkpoint "
                                             "(format hvc-encoder-v1, loaded by label_prop.features).")
     p.add_argument("checkpoint", help="training checkpoint (e.g. runs/NAME/checkpoint.pth)")

@@ -104,7 +104,7 @@ from .step import (Precision, batch_to_device, default_workers, forward_backward
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m hvc.train`` argument parser: one flag per :class:`TrainConfig` field
     (:meth:`TrainConfig.add_arguments`; every flag documents its unit/default)."""
-    p = argparse.ArgumentParser(prog="python -m hvc.train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m hvc.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     TrainConfig.add_arguments(p)
     return p

@@ -43,7 +43,7 @@ OUTPUT_FILES = re.compile(r"\d+\.(png|jpg)")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="random", help="'random' (default), a name in checkpoints/ or a .pth path")
     p.add_argument("--frames", type=int, default=24, help="clip length (default 24)")
     p.add_argument("--out", type=Path, default=None, help="write palette PNGs and overlays here")

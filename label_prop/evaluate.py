@@ -256,6 +256,7 @@ def check_writable(out_dir: str | os.PathLike, overwrite: bool, suffix: str = ""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Score predicted masks (J, F, J&F) as the official DAVIS evaluation "
                     "(also: python -m label_prop.evaluate).",

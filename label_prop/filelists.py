@@ -255,7 +255,7 @@ def _read_runs(path: Path, base: Path) -> tuple[list[tuple[str, list[tuple[int, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data)."""
-    p = argparse.ArgumentParser(prog="python -m label_prop.filelists",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m label_prop.filelists",
                                 description="Write HVC-format filelists from the dataset folders.")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--out", default=FILELIST_DIR, type=Path, help="output folder (default: data/filelists)")

@@ -144,8 +144,14 @@ class Benchmark(ABC):
         """
         path = data_root(root) / self.folder
         if not path.is_dir():
-            raise FileNotFoundError(f"{self.name}: dataset folder {path} not found; set $HVC_DATA_ROOT or pass "
-                                    f"a data root")
+            if root is not None:
+                source = "the data root given (--data-root)"
+            elif "HVC_DATA_ROOT" in os.environ:
+                source = f"the data root from $HVC_DATA_ROOT={os.environ['HVC_DATA_ROOT']}"
+            else:
+                source = "the default data root ./data ($HVC_DATA_ROOT is not set)"
+            raise FileNotFoundError(f"{self.name}: dataset folder {path.resolve()} not found, under {source}; "
+                                    f"set HVC_DATA_ROOT to the folder that holds {self.folder}/ or pass --data-root")
         return path
 
     @abstractmethod

@@ -102,11 +102,12 @@ def build_submission(bench: Benchmark | str, pred_dir: str | os.PathLike, zip_pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
-    p = argparse.ArgumentParser(prog="python -m label_prop.submission",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m label_prop.submission",
                                 description="Zip predictions in the layout of the benchmark's server.")
     p.add_argument("model", metavar="MODEL", help="as given to run_test.sh (a .pth path maps to its stem)")
     p.add_argument("benchmark", metavar="BENCHMARK", help="davis17dev, ytvos18 or ytvos19")
-    p.add_argument("--results-dir", default="results", type=Path)
+    p.add_argument("--results-dir", default="results", type=Path,
+                   help="results root holding MODEL/BENCHMARK/<sequence>/*.png (default: results)")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
     args = p.parse_args(argv)

@@ -80,7 +80,7 @@ SMOKE = Settings(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stages; returns 0 when every stage that ran succeeded, else 1."""
-    p = argparse.ArgumentParser(prog="bash scripts/device_check.sh", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="bash scripts/device_check.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny CPU run of every stage (a few minutes)")
     p.add_argument("--data", type=Path, default=REPO / "device_data",
                    help="the packed data (default: device_data/ from scripts/pack_device_data.sh)")

@@ -99,7 +99,7 @@ def pack_davis16(src: Path, dst: Path, sequences: list[str]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 packed and within the limit, 1 data or size, 2 usage)."""
-    p = argparse.ArgumentParser(prog="bash scripts/pack_device_data.sh", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="bash scripts/pack_device_data.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", default=os.environ.get("HVC_DATA_ROOT", "../shared/data"),
                    help="the shared data (default: $HVC_DATA_ROOT, else ../shared/data)")
     p.add_argument("--out", default="device_data", type=Path, help="the packed folder (default: device_data)")

@@ -23,6 +23,13 @@ nproc=""
 args=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        -h|--help)
+            echo "bash scripts/run_train.sh [--nproc-per-node N] [options of python -m hvc.train, below]"
+            echo "  --nproc-per-node N    start N training processes on this machine with torchrun; --batch-size"
+            echo "                        stays the global batch (default: one process, without torchrun)"
+            echo "  --data defaults to \${HVC_DATA_ROOT:-./data}/unlabeled-video"
+            echo
+            exec "$PYTHON" -m hvc.train --help ;;
         --nproc-per-node)
             [ $# -ge 2 ] || { echo "run_train.sh: --nproc-per-node needs a number" >&2; exit 2; }
             nproc="$2"; shift 2; continue ;;
