@@ -44,6 +44,7 @@ from typing import Any, Dict, Union
 import numpy as np
 import torch
 
+from .records import plain
 from .runtime import atomic_write  # noqa: F401  (re-exported: the writer of every file both packages write)
 
 PathLike = Union[str, os.PathLike]
@@ -127,29 +128,6 @@ def load_checkpoint(path: PathLike, expected_format: str = TRAIN_FORMAT) -> Dict
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: expected a {expected_format!r} checkpoint, found format {fmt!r} (keys {keys})")
     return ckpt
-
-
-def plain(obj: Any) -> Any:
-    """Convert ``obj`` to plain, ``weights_only``-safe types (dict/list/str/int/float/bool/None).
-
-    Subclasses of the plain types (e.g. ``torch.__version__``) become the plain type, paths
-    strings, tuples lists, other objects their ``str``.
-    """
-    if obj is None or type(obj) in (bool, int, float, str):
-        return obj
-    if isinstance(obj, bool):
-        return bool(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if isinstance(obj, str):  # e.g. torch.__version__ (TorchVersion) is not weights_only-safe
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return str(obj)
 
 
 def capture_rng_state() -> Dict[str, Any]:

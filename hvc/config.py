@@ -15,13 +15,17 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .data.crops import DEFAULT_SCALE, NORMALIZATION
-from .loss import DEFAULT_POS_RADIUS
-from .model import DEFAULT_EMA_BASE
-from .checkpoint import plain
+from .errors import UsageError
 from .presets import PRESETS
-from .runtime import UsageError
-from .step import AMP_DTYPES
+from .records import plain
+from .tables import AMP_DTYPE_NAMES, NORMALIZATION
+
+#: Area fraction of the random resized crops, ~ U(MIN, MAX) (docs/method.md, "Training data"; paper and public code).
+DEFAULT_SCALE = (0.0, 1.0)
+#: Positive radius in units of the larger bin diagonal (docs/method.md, "Loss"; paper and public code).
+DEFAULT_POS_RADIUS = 0.1
+#: EMA base momentum m0 of the cosine schedule (docs/method.md, "Model"; paper and public code).
+DEFAULT_EMA_BASE = 0.99
 
 #: ``mode`` choices: frames of videos, or still images (docs/method.md, "Training data").
 MODES = ("video", "images")
@@ -64,7 +68,7 @@ class TrainConfig:
     image_sets: Optional[Tuple[str, ...]] = None
     # Images: extra folders (relative to data, or absolute), searched recursively. Reference: none.
     image_dirs: Tuple[str, ...] = ()
-    # Input mean/std, a key of hvc.data.crops.NORMALIZATION: "imagenet" (what inference uses) or
+    # Input mean/std, a key of hvc.tables.NORMALIZATION: "imagenet" (what inference uses) or
     # "cifar10" (the reference's training constants). Ours: imagenet.
     normalization: str = "imagenet"
     # Area of each random resized crop as a fraction of the frame area, drawn uniformly in
@@ -102,7 +106,7 @@ class TrainConfig:
     # Mixed precision (autocast) of amp_dtype; float16 has an effect on CUDA only. Reference: on
     # (video training; docs/method.md, "Differences from the public code").
     amp: bool = True
-    # Autocast dtype, a key of hvc.step.AMP_DTYPES: float16 (with a grad scaler, CUDA only) or bfloat16.
+    # Autocast dtype, one of hvc.tables.AMP_DTYPE_NAMES: float16 (with a grad scaler, CUDA only) or bfloat16.
     # Reference: float16.
     amp_dtype: str = "float16"
     # NHWC memory format of weights and activations; None: on with CUDA, off on CPU. Not a paper setting.
@@ -267,7 +271,7 @@ def _add_optimisation_arguments(g, d: Dict[str, Any]) -> None:
     g.add_argument("--seed", type=int, default=d["seed"], help="seed of the initialisation and the data order")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d["amp"],
                    help="mixed precision (autocast) of --amp-dtype; float16 has an effect on CUDA only")
-    g.add_argument("--amp-dtype", choices=sorted(AMP_DTYPES), default=d["amp_dtype"],
+    g.add_argument("--amp-dtype", choices=sorted(AMP_DTYPE_NAMES), default=d["amp_dtype"],
                    help="float16: autocast + grad scaler on CUDA, float32 on CPU; bfloat16: autocast on CUDA and "
                         "CPU (on CPUs without bfloat16 instructions much slower than float32)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"],

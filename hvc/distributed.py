@@ -17,7 +17,7 @@ from torch import nn
 
 from .model import HVCModel
 from .launch import DistContext, dist_context_from_env, resolve_rank_device  # noqa: F401 (re-exported)
-from .runtime import UsageError
+from .errors import UsageError
 
 T = TypeVar("T")
 

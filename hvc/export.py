@@ -12,7 +12,7 @@ The file (format ``hvc-encoder-v1``, written atomically, loadable with ``weights
     }, OUT)
 
 ``normalization`` is the input mean/std the encoder was trained with (``--normalization`` of
-``hvc.train``, :data:`hvc.data.crops.NORMALIZATION`; RGB in [0, 1]); loading applies it, so an
+``hvc.train``, :data:`hvc.tables.NORMALIZATION`; RGB in [0, 1]); loading applies it, so an
 encoder trained with the CIFAR-10 constants is evaluated with them. ``meta`` records the
 training run: its step and epoch, all its arguments, the checkpoint it came from and the git
 revision of the code that trained it (None when unknown).
@@ -49,7 +49,7 @@ from torchvision.models import resnet18
 from .backbone import RESNET18_STAGES, ResNetStride8
 from .checkpoint import (ENCODER_FORMAT, TRAIN_FORMAT, CheckpointError, atomic_torch_save, load_checkpoint,
                          load_weights_file, plain)
-from .data.crops import NORMALIZATION
+from .tables import NORMALIZATION
 from .runtime import run_cli
 
 PathLike = Union[str, os.PathLike]

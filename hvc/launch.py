@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .runtime import UsageError, resolve_device
+from .errors import UsageError
+from .runtime import resolve_device
 
 
 @dataclass(frozen=True)

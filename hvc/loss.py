@@ -46,8 +46,8 @@ from typing import Dict, Iterator, Tuple
 import torch
 import torch.nn.functional as F
 
-#: Positive radius in units of the larger bin diagonal (the public code's default; docs/method.md, "Loss").
-DEFAULT_POS_RADIUS = 0.1
+from .config import DEFAULT_POS_RADIUS
+
 _EPS = 1e-6
 
 

@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from .backbone import ResNetStride8
-from .loss import DEFAULT_POS_RADIUS, dense_hybrid_loss, hybrid_loss, normalized
+from .config import DEFAULT_EMA_BASE, DEFAULT_POS_RADIUS
+from .loss import dense_hybrid_loss, hybrid_loss, normalized
 
-#: EMA base momentum m0 (docs/method.md "Model").
-DEFAULT_EMA_BASE = 0.99
 
 
 def ema_momentum(step: int, total_steps: int, base: float = DEFAULT_EMA_BASE) -> float:

@@ -26,7 +26,8 @@ from .config import TrainConfig
 from .data.images import TwoViewDataset
 from .data.sampler import EpochSampler
 from .model import HVCModel
-from .runtime import UsageError, clean_stale_temporaries
+from .errors import UsageError
+from .runtime import clean_stale_temporaries
 
 CHECKPOINT_NAME = "checkpoint.pth"
 LOG_NAME = "log.csv"

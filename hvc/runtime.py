@@ -42,25 +42,11 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_OK, UsageError, exit_status
+
 PathLike = Union[str, os.PathLike]
 
-#: Exit statuses of the command lines (see the module docstring).
-EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
-#: Exit status of an interrupted command (128 + SIGINT, as shells report Ctrl-C).
-EXIT_INTERRUPTED = 130
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class UsageError(ValueError):
-    """The command line (or a caller's arguments) is wrong, independently of any data file; the
-    message names the option and the accepted values. A command line exits with 2 on it."""
-
-
-def exit_status(exc: BaseException) -> int:
-    """The exit status for an expected failure: 2 for :class:`UsageError` and
-    :class:`FileExistsError` (fix the command line), 1 for anything else (bad data)."""
-    return EXIT_USAGE if isinstance(exc, (UsageError, FileExistsError)) else EXIT_DATA
 
 
 def describe_os_error(exc: OSError) -> str:

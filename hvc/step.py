@@ -22,10 +22,11 @@ from .data.images import TwoViewDataset
 from .data.sampler import EpochSampler
 from .distributed import DistContext
 from .model import HVCModel
-from .runtime import UsageError
+from .errors import UsageError
+from .tables import AMP_DTYPE_NAMES
 
 #: ``--amp-dtype`` name -> autocast dtype.
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+AMP_DTYPES = {name: getattr(torch, name) for name in AMP_DTYPE_NAMES}
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def batch_to_device(batch: Dict[str, torch.Tensor], device: torch.device, normal
     Views ``uint8 [B, T, 3, S, S]`` -> normalised float32 ``[B T, 3, S, S]`` (NHWC when
     ``channels_last``), boxes ``[B, T, 4]`` -> ``[B T, 4]``; host-to-device copies are
     non-blocking (from pinned memory on CUDA). ``normalization``: (mean, std) of RGB in [0, 1]
-    (a value of :data:`hvc.data.crops.NORMALIZATION`).
+    (a value of :data:`hvc.tables.NORMALIZATION`).
     """
     mean, std = normalization
     views = [normalize_batch(batch[k].flatten(0, 1), device, mean, std, channels_last=channels_last)

@@ -89,16 +89,10 @@ from typing import Optional, Sequence
 import torch.distributed as dist
 
 from .config import TrainConfig
+from .distributed import dist_context_from_env
 from .presets import apply_preset
 from .runtime import run_cli
 from .trainer import train
-# Names that code written against the single-module trainer imports from here (their homes: the
-# modules named in the docstring above).
-from .data.crops import NORMALIZATION  # noqa: F401
-from .distributed import DistContext, dist_context_from_env, setup_distributed, wrap_model  # noqa: F401
-from .rundir import LOG_FIELDS, RESUME_MUST_MATCH, prepare_output_dir, save_checkpoint  # noqa: F401
-from .step import (Precision, batch_to_device, default_workers, forward_backward, make_loader,  # noqa: F401
-                   make_optimizer, resolve_precision)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import atomic_write, load_checkpoint, restore_rng_state
 from .config import TrainConfig
-from .data.crops import NORMALIZATION
+from .tables import NORMALIZATION
 from .data.images import StaticImageDataset, TwoViewDataset, pick_image_sets
 from .data.sampler import EpochSampler
 from .data.video import VideoFrameDataset
@@ -40,7 +40,8 @@ from .output_lock import hold_output
 from .progress import Progress, cpu_warning, peak_mem_mib
 from .rundir import (CHECKPOINT_NAME, LOG_NAME, SNAPSHOT_DIR, RunLogger, check_resume, prepare_output_dir,
                      save_checkpoint, save_failed, truncate_log, write_run_record)
-from .runtime import UsageError, git_revision
+from .errors import UsageError
+from .runtime import git_revision
 from .step import (Precision, batch_to_device, default_workers, forward_backward, make_loader, make_optimizer,
                    resolve_precision)
 

@@ -15,6 +15,14 @@
   :mod:`label_prop.metrics`), :mod:`label_prop.submission`, :mod:`label_prop.filelists`.
 """
 from label_prop.config import PropagationConfig
-from label_prop.engine import LabelPropagator, propagate
 
 __all__ = ["LabelPropagator", "PropagationConfig", "propagate"]
+
+
+def __getattr__(name: str):
+    """The engine's names, imported on first use, so that ``import label_prop.config`` (and any
+    module that needs only the settings) does not import torch (PEP 562)."""
+    if name in ("LabelPropagator", "propagate"):
+        from label_prop import engine
+        return getattr(engine, name)
+    raise AttributeError(f"module 'label_prop' has no attribute {name!r}")

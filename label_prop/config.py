@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 
 
 @dataclass(frozen=True)

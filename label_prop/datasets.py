@@ -13,7 +13,7 @@ propagate, which to write, and which annotations to read.
 """
 from __future__ import annotations
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.davis import DavisBenchmark
 from label_prop.plans import Benchmark, SequencePlan, data_root  # noqa: F401  (the dataset API in one place)
 from label_prop.ytvos import YtvosBenchmark

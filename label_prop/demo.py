@@ -28,7 +28,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hvc.runtime import UsageError, check_output_dir, resolve_device, run_cli, staged_dir
+from hvc.errors import UsageError
+from hvc.runtime import check_output_dir, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.features import add_encoder_arguments, build_encoder
 from label_prop.io import overlay, write_jpeg, write_palette_png

@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hvc.runtime import UsageError, atomic_write_all, clean_stale_temporaries, run_cli
+from hvc.errors import UsageError
+from hvc.runtime import atomic_write_all, clean_stale_temporaries, run_cli
 from label_prop.datasets import Benchmark, get_benchmark, parse_sequences
 from label_prop.io import read_mask
 from label_prop.metrics import (

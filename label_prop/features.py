@@ -32,7 +32,7 @@ from torchvision.models import resnet50
 from hvc.backbone import ResNetStride8, set_stride_one
 from hvc.checkpoint import load_weights_file
 from hvc.export import IMAGENET, CheckpointError, Normalization, load_encoder, load_state_strict
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.results import is_model_path, model_name
 
 __all__ = ["AMP_DTYPES", "MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",

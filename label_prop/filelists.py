@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hvc.runtime import UsageError, atomic_write, run_cli
+from hvc.errors import UsageError
+from hvc.runtime import atomic_write, run_cli
 from label_prop.datasets import BENCHMARKS, get_benchmark
 from label_prop.plans import Benchmark, SequencePlan, check_name, data_root, select_sequences
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.io import VOID_ID
 
 

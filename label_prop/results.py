@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.config import PropagationConfig
 
 #: Suffixes of a MODEL argument that is a weights file (otherwise it is a name).

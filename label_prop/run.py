@@ -69,7 +69,8 @@ from tqdm import tqdm
 
 from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
 from hvc.output_lock import hold_output
-from hvc.runtime import UsageError, atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
+from hvc.errors import UsageError
+from hvc.runtime import atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
 from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model

@@ -55,8 +55,9 @@ import torch
 from tqdm import tqdm
 
 from hvc.output_lock import hold_output
-from hvc.runtime import (UsageError, atomic_write, check_output_dir, git_revision, peak_rss_mib, resolve_device,
-                         run_cli, staged_dir)
+from hvc.errors import UsageError
+from hvc.runtime import (atomic_write, check_output_dir, git_revision, peak_rss_mib, resolve_device, run_cli,
+                         staged_dir)
 from label_prop.config import PropagationConfig
 from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
 from label_prop.io import read_annotation, write_palette_png

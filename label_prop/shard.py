@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch.distributed as dist
 
 from hvc.launch import DistContext
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 
 T = TypeVar("T")
 

@@ -25,7 +25,8 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from hvc.runtime import UsageError, atomic_write, run_cli
+from hvc.errors import UsageError
+from hvc.runtime import atomic_write, run_cli
 from label_prop.datasets import Benchmark, get_benchmark
 from label_prop.results import model_name, results_root
 

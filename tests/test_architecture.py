@@ -6,7 +6,11 @@ a ``python -m hvc.export`` entry point of its own)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import REPO_ROOT
 
@@ -89,3 +93,13 @@ def test_no_module_imports_a_command_line_module():
     assert "hvc.trainer" in graph["hvc.train"] and "hvc.export" in graph["label_prop.features"]
     importers = {m: sorted(deps & CLI_MODULES) for m, deps in graph.items() if deps & CLI_MODULES}
     assert importers == {}
+
+
+@pytest.mark.parametrize("module", ["hvc.config", "label_prop.config", "hvc.errors", "hvc.tables", "hvc.records"])
+def test_configs_and_tables_import_no_torch(module):
+    """Settings are leaves: reading or validating a config never loads torch (or the trainer or
+    the pipeline)."""
+    code = (f"import sys, {module}; heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy') "
+            f"or m in ('hvc.trainer', 'label_prop.pipeline')); print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()[:200]}"

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO_ROOT
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop import PropagationConfig, propagate
 from label_prop import run as R
 from label_prop.engine import CUDA_BUDGET_FRACTION, ChunkSizes, LabelPropagator, chunk_sizes

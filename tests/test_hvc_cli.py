@@ -151,7 +151,7 @@ def test_config_holds_every_flag_and_stores_the_same_dict_as_the_flags():
     import dataclasses
     import inspect
 
-    from hvc.checkpoint import plain
+    from hvc.records import plain
     from hvc.config import TrainConfig
     from hvc.train import parse_args
 
@@ -173,7 +173,7 @@ def test_config_checks_its_values_without_a_command_line():
     import dataclasses
 
     from hvc.config import TrainConfig
-    from hvc.runtime import UsageError
+    from hvc.errors import UsageError
 
     ok = TrainConfig(data="d", output_dir="o", crop_scale=[0.2, 1.0])
     assert ok.batch_size == 128 and ok.img_size == 256 and ok.lr == 1e-3  # the paper's defaults
@@ -183,15 +183,3 @@ def test_config_checks_its_values_without_a_command_line():
                          ({"spatial_weight": 0, "temporal_weight": 0}, "both 0"), ({"steps": 0}, "--steps")):
         with pytest.raises(UsageError, match=message):
             TrainConfig.from_mapping({"data": "d", "output_dir": "o", **bad})
-
-
-def test_train_module_keeps_the_names_imported_from_it():
-    """Code written against the one-module trainer keeps working: hvc.train re-exports the library's objects."""
-    import hvc.train as T
-    from hvc import data, distributed, rundir, step
-
-    assert T.NORMALIZATION is data.crops.NORMALIZATION and T.DistContext is distributed.DistContext
-    assert T.LOG_FIELDS is rundir.LOG_FIELDS and T.resolve_precision is step.resolve_precision
-    for name in ("batch_to_device", "forward_backward", "make_loader", "default_workers", "dist_context_from_env",
-                 "setup_distributed", "wrap_model", "save_checkpoint", "train", "main", "parse_args", "build_parser"):
-        assert callable(getattr(T, name)), name

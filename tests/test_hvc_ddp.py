@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from hvc.checkpoint import load_checkpoint
 from hvc.data import EpochSampler, VideoFrameDataset
-from hvc.data.crops import NORMALIZATION
+from hvc.tables import NORMALIZATION
 from hvc.model import HVCModel
 from hvc.step import batch_to_device, forward_backward, make_loader, resolve_precision
 from hvc.train import main as train_main

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hvc.checkpoint import TRAIN_FORMAT, atomic_torch_save
-from hvc.data.crops import REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD
+from hvc.tables import REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD
 from hvc.export import export_encoder, main as export_main, resnet18_keys
 from hvc.model import HVCModel
 from label_prop.features import CheckpointError, build_encoder

@@ -9,7 +9,8 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from hvc.runtime import EXIT_DATA, EXIT_USAGE, UsageError, resolve_device, run_cli
+from hvc.errors import EXIT_DATA, EXIT_USAGE, UsageError
+from hvc.runtime import resolve_device, run_cli
 from label_prop.config import PropagationConfig
 from label_prop.features import FrameEncoder, random_resnet18
 from label_prop.pipeline import VideoSegmenter, segment_frames

@@ -17,7 +17,7 @@ from skimage import data as skdata
 
 from conftest import REPO_ROOT, require_data
 from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop import run as R
 from label_prop.io import write_palette_png
 from label_prop.shard import Shard, ShardGroup, assign_shards, run_together, shard_for_run

@@ -8,7 +8,8 @@
 * :mod:`hvc.data.sampler` -- the resumable, shardable :class:`EpochSampler` (order and crop seeds
   of every epoch) used by both.
 """
-from .crops import IMAGENET_MEAN, IMAGENET_STD, RandomResizedCropCoord, box_to_coords, normalize_batch
+from ..tables import IMAGENET_MEAN, IMAGENET_STD
+from .crops import RandomResizedCropCoord, box_to_coords, normalize_batch
 from .images import (IMAGE_PRESETS, CorruptImageWarning, StaticImageDataset, TwoViewDataset, UnreadableImageError,
                      load_rgb)
 from .sampler import EpochSampler

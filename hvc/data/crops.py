@@ -45,19 +45,11 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-#: ImageNet mean / std (RGB, on [0, 1] pixel values): used for training *and* inference here.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The CIFAR-10 constants the public reference trains with (``python -m hvc.train --normalization cifar10``).
-REFERENCE_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-REFERENCE_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-#: Input normalisations by name (``--normalization`` of ``python -m hvc.train``, recorded in encoder
-#: files by :mod:`hvc.export`): name -> (mean, std) of RGB in [0, 1].
-NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar10": (REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD)}
+from ..config import DEFAULT_SCALE
+from ..tables import IMAGENET_MEAN, IMAGENET_STD
 
-#: Defaults of HVC (docs/method.md, "Training data"; the public code's defaults): area fraction ~ U(0, 1),
-#: aspect ratio log-uniform in [3/4, 4/3].
-DEFAULT_SCALE = (0.0, 1.0)
+#: Aspect ratio of the crops, log-uniform in [3/4, 4/3] (docs/method.md, "Training data"; the
+#: public code's default; the area fraction's default is :data:`hvc.config.DEFAULT_SCALE`).
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 ImageLike = Union[Image.Image, torch.Tensor]

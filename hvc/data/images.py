@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .crops import DEFAULT_RATIO, DEFAULT_SCALE, RandomResizedCropCoord, two_view_crops
+from ..config import DEFAULT_SCALE
+from .crops import DEFAULT_RATIO, RandomResizedCropCoord, two_view_crops
 from .sampler import EpochSampler  # noqa: F401  (re-exported: its home was this module)
 
 PathLike = Union[str, os.PathLike]

@@ -31,7 +31,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .crops import DEFAULT_RATIO, DEFAULT_SCALE
+from ..config import DEFAULT_SCALE
+from .crops import DEFAULT_RATIO
 from .images import PathLike, TwoViewDataset, fingerprint
 
 #: File name template of frame number ``k`` (YouTube-VOS / DAVIS: ``00000.jpg``).

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.features import FrameEncoder
 from label_prop.interactive.robot import RobotConfig, first_frame, robot_scribbles
 from label_prop.interactive.scoring import frame_scores

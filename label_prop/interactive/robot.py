@@ -34,7 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spanning_tree
 from skimage.morphology import disk, skeletonize
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.io import VOID_ID
 
 

@@ -40,7 +40,8 @@ import pandas as pd
 import torch
 
 from hvc.output_lock import hold_output
-from hvc.runtime import UsageError, atomic_write, git_revision, resolve_device, run_cli, staged_dir
+from hvc.errors import UsageError
+from hvc.runtime import atomic_write, git_revision, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import get_benchmark, parse_sequences
 from label_prop.features import add_encoder_arguments, build_encoder

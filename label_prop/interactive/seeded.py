@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from skimage.morphology import disk
 from skimage.segmentation import random_walker
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.features import scaled_size
 from label_prop.interactive.scribbles import UNLABELED
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvc.runtime import UsageError
+from hvc.errors import UsageError
 from label_prop.config import PropagationConfig
 from label_prop.features import FrameEncoder
 from label_prop.interactive.propagation import propagate_from
