@@ -84,6 +84,7 @@ def score(model: str, ckpt_dir: Path, results: Path, opts: argparse.Namespace, l
     if not csv.is_file():
         _run([PY, "-m", "label_prop.run", model, "davis16", *which, "--input-size",
               str(opts.input_size), "--n-context", str(opts.n_context), "--threads", str(opts.threads),
+              "--precision", "float32",  # exact and the same on every machine, so curves compare across machines
               "--checkpoints-dir", str(ckpt_dir), "--results-dir", str(results), "--overwrite"], log)
         _run([PY, "-m", "label_prop.evaluate", model, "davis16", *which,
               "--results-dir", str(results), "--overwrite"], log)

@@ -19,7 +19,12 @@ not included) for each configuration, on identical models (same seed) and identi
 * ``bf16`` / ``bf16-cl``: bfloat16 autocast, NCHW / channels_last, fused Adam
   (``--amp-dtype bfloat16 [--channels-last]``);
 * ``fp16`` / ``fp16-cl``: float16 autocast with a grad scaler, NCHW / channels_last, fused Adam
-  (CUDA only; ``fp16-cl`` is the trainer's default on CUDA).
+  (CUDA only; ``fp16-cl`` is the trainer's default on CUDA);
+* ``auto``: what ``--amp-dtype auto`` picks on this machine (a short probe; the row names it).
+
+The machine comes first: CPU model and flags, GPU, the measured GEMM rate per dtype
+(``benchmarks/_machine.py``). ``--steps 100`` also gives the loss's agreement over 100 steps of
+identical batches (column ``max_abs_diff_all_steps_vs_fp32``).
 
 The configurations' steps alternate (one step of each, repeated) so that a shared machine's
 load affects all of them alike; per configuration the median of ``--steps`` steps after
@@ -77,6 +82,8 @@ import torch.nn.functional as F  # noqa: E402
 from _train_helpers import data_pipeline, make_batch, malloc_trim, reset_peak_rss, rss_kib  # noqa: E402
 from hvc.loss import dense_hybrid_loss, hybrid_loss  # noqa: E402
 from hvc.model import HVCModel  # noqa: E402
+from hvc.step import resolve_precision  # noqa: E402
+from _machine import machine_header  # noqa: E402
 
 
 def loss_only(loss_impl: str, batch: int, grid: int, device: torch.device, reps: int = 3) -> float:
@@ -201,7 +208,12 @@ class Stepper:
 
     def __init__(self, name: str, batch: int, size: int, device: torch.device):
         self.name = name
-        self.dtype, self.channels_last, fused = CONFIGS[name]
+        if name == "auto":  # what --amp-dtype auto picks on this machine (hvc.step.resolve_precision)
+            chosen = resolve_precision(device, True, "auto", None)
+            self.dtype, self.channels_last, fused = chosen.autocast_dtype, chosen.channels_last, True
+            self.name = f"auto={chosen.name}{'-cl' if chosen.channels_last else ''}"
+        else:
+            self.dtype, self.channels_last, fused = CONFIGS[name]
         self.device = device
         torch.manual_seed(0)
         self.model = HVCModel(total_steps=1000).to(device).train()
@@ -280,7 +292,8 @@ def run_precision(args, device: torch.device) -> int:
         if args.profile:  # a warm step (one more, after the measured ones)
             profile_step(steppers[0])
         data = data_pipeline(args.data, size) if args.data else {}
-        ref_loss = next(s for s in steppers if s.name == ref).losses[0]
+        ref_stepper = next(s for s in steppers if s.name == ref)
+        ref_loss = ref_stepper.losses[0]
         base_ms = 1000 * statistics.median(steppers[0].times)
         for s in steppers:
             ms = 1000 * statistics.median(s.times)
@@ -290,6 +303,7 @@ def run_precision(args, device: torch.device) -> int:
                    f"speed_vs_{steppers[0].name}": base_ms / ms, "first_loss": s.losses[0],
                    f"abs_diff_vs_{ref}": diff, "tolerance": LOSS_TOLERANCE[s.dtype],
                    "loss_agrees": diff <= LOSS_TOLERANCE[s.dtype], "last_loss": s.losses[-1],
+                   f"max_abs_diff_all_steps_vs_{ref}": max(abs(a - b) for a, b in zip(s.losses, ref_stepper.losses)),
                    "steps_ms": " ".join(f"{1000 * t:.0f}" for t in s.times)}
             if device.type == "cuda":
                 row["peak_mem_MiB"] = s.peak_mib
@@ -319,8 +333,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, nargs="+", default=[8], help="frames per step: one value, or one per size")
     p.add_argument("--steps", type=int, default=3, help="measured steps per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
-    p.add_argument("--configs", nargs="+", default=["main", "fp32", "fp32-cl", "bf16-cl"], choices=list(CONFIGS),
-                   help="precision configurations, in order (ratios are against the first)")
+    p.add_argument("--configs", nargs="+", default=["main", "fp32", "fp32-cl", "bf16-cl", "auto"],
+                   choices=list(CONFIGS) + ["auto"],
+                   help="precision configurations, in order (ratios are against the first); auto: what "
+                        "--amp-dtype auto picks here (a probe)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("--data", default=None, help="precision: also time the data pipeline on this video folder "
@@ -337,16 +353,9 @@ def main(argv=None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cpu_flags = ""
-    if device.type == "cpu":
-        try:
-            flags = set(open("/proc/cpuinfo").read().split())
-            cpu_flags = ", CPU flags: " + " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-                                                   if f in flags)
-        except OSError:
-            pass
+    machine_header([str(device)])
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else os.cpu_count()} "
-          f"{'GPU' if device.type == 'cuda' else 'CPUs'}{cpu_flags}), torch {torch.__version__}, threads "
+          f"{'GPU' if device.type == 'cuda' else 'CPUs'}), torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, {args.steps} measured steps after {args.warmup} warm-up")
     if args.compare == "precision":
         return run_precision(args, device)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import UsageError
-from .presets import PRESETS
+from .presets import PRESET_NAMES
 from .records import plain
-from .tables import AMP_DTYPE_NAMES, NORMALIZATION
+from .tables import AMP_DTYPE_CHOICES, NORMALIZATION
 
 #: Area fraction of the random resized crops, ~ U(MIN, MAX) (docs/method.md, "Training data"; paper and public code).
 DEFAULT_SCALE = (0.0, 1.0)
@@ -106,8 +106,9 @@ class TrainConfig:
     # Mixed precision (autocast) of amp_dtype; float16 has an effect on CUDA only. Reference: on
     # (video training; docs/method.md, "Differences from the public code").
     amp: bool = True
-    # Autocast dtype, one of hvc.tables.AMP_DTYPE_NAMES: float16 (with a grad scaler, CUDA only) or bfloat16.
-    # Reference: float16.
+    # Autocast dtype, one of hvc.tables.AMP_DTYPE_CHOICES: float16 (with a grad scaler, CUDA only),
+    # bfloat16, or auto (bfloat16 where a probe on this machine shows it clearly faster than
+    # float32, else float16 on CUDA and float32 on CPU). Reference: float16.
     amp_dtype: str = "float16"
     # NHWC memory format of weights and activations; None: on with CUDA, off on CPU. Not a paper setting.
     channels_last: Optional[bool] = None
@@ -198,9 +199,10 @@ class TrainConfig:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """Add one flag per field (``--preset``, ``--data``, ..., ``--progress``) with its default and help."""
         d = {f.name: f.default for f in fields(TrainConfig)}
-        parser.add_argument("--preset", choices=sorted(PRESETS), default=d["preset"],
+        parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=d["preset"],
                             help="named flag defaults (hvc/presets.py), e.g. cpu-1h: about one hour on a 2-core CPU; "
-                                 "flags given explicitly override it")
+                                 "cpu-1h-auto: cpu-1h-bf16 where a short probe shows this CPU faster in bfloat16, "
+                                 "else cpu-1h; flags given explicitly override it")
         _add_data_arguments(parser.add_argument_group("data"), d)
         _add_optimisation_arguments(parser.add_argument_group("optimisation"), d)
         _add_output_arguments(parser.add_argument_group("output"), d)
@@ -271,9 +273,11 @@ def _add_optimisation_arguments(g, d: Dict[str, Any]) -> None:
     g.add_argument("--seed", type=int, default=d["seed"], help="seed of the initialisation and the data order")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d["amp"],
                    help="mixed precision (autocast) of --amp-dtype; float16 has an effect on CUDA only")
-    g.add_argument("--amp-dtype", choices=sorted(AMP_DTYPE_NAMES), default=d["amp_dtype"],
+    g.add_argument("--amp-dtype", choices=AMP_DTYPE_CHOICES, default=d["amp_dtype"],
                    help="float16: autocast + grad scaler on CUDA, float32 on CPU; bfloat16: autocast on CUDA and "
-                        "CPU (on CPUs without bfloat16 instructions much slower than float32)")
+                        "CPU (on CPUs without bfloat16 instructions much slower than float32); auto: bfloat16 "
+                        "(and, on CPU, its faster layout) where a short probe at start shows it clearly faster "
+                        f"than float32, else float16 (default {d['amp_dtype']})")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"],
                    help="NHWC memory format for weights and activations (default: on with CUDA, where tensor-core "
                         "convolutions use it; off on CPU, where it measured no faster for a training step)")

@@ -9,7 +9,7 @@ The paper's setting is the trainer's default (no preset): batch 128, 256x256 cro
 """
 from __future__ import annotations
 
-from typing import Any, Collection, Dict, Mapping
+from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple
 
 #: preset name -> {argparse destination: value}
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -48,6 +48,39 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: Presets that stand for one of two others, chosen on the machine at hand: name -> (the one
+#: taken where the probe of :func:`hvc.hardware.encoder_precision` picks bfloat16 on the CPU,
+#: the one taken elsewhere).
+AUTO_PRESETS: Dict[str, Tuple[str, str]] = {"cpu-1h-auto": ("cpu-1h-bf16", "cpu-1h")}
+
+
+def _cpu_has_fast_bfloat16() -> bool:
+    from .hardware import encoder_precision  # torch only when an automatic preset is asked for
+    choice = encoder_precision("auto", "cpu")
+    seconds = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in choice.seconds.items())
+    print(f"hvc.train: precision probe ({choice.probe}): {seconds}; picks {choice.precision}", flush=True)
+    return choice.precision == "bfloat16"
+
+
+def resolve_preset(name: str, bf16_fast: Callable[[], bool] = _cpu_has_fast_bfloat16) -> str:
+    """The preset that ``name`` stands for: itself, or for an :data:`AUTO_PRESETS` name the first of
+    its pair when ``bf16_fast()`` (default: a probe of this CPU, printed) and the second otherwise.
+
+    Raises:
+        ValueError: unknown preset (the message lists the known ones).
+    """
+    if name in AUTO_PRESETS:
+        fast, slow = AUTO_PRESETS[name]
+        return fast if bf16_fast() else slow
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESET_NAMES))}")
+    return name
+
+
+#: Every name ``--preset`` takes.
+PRESET_NAMES = tuple(PRESETS) + tuple(AUTO_PRESETS)
+
+
 def preset_defaults(name: str) -> Dict[str, Any]:
     """A copy of preset ``name``'s flag defaults.
 
@@ -55,15 +88,17 @@ def preset_defaults(name: str) -> Dict[str, Any]:
         ValueError: unknown preset (the message lists the known ones).
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESET_NAMES))}")
     return dict(PRESETS[name])
 
 
-def apply_preset(values: Mapping[str, Any], explicit: Collection[str]) -> Dict[str, Any]:
+def apply_preset(values: Mapping[str, Any], explicit: Collection[str],
+                 bf16_fast: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
     """``values`` (setting name -> value, e.g. the parsed flags) with the values of the preset
     ``values["preset"]`` in place of those of the settings not in ``explicit`` (the flags given on
-    the command line); ``epochs`` given without ``steps`` drops the preset's ``steps``. Without a
-    preset: a copy of ``values``.
+    the command line); ``epochs`` given without ``steps`` drops the preset's ``steps``. An
+    automatic preset (:data:`AUTO_PRESETS`) is first resolved (:func:`resolve_preset`) and the
+    result's name recorded as ``preset``. Without a preset: a copy of ``values``.
 
     Raises:
         ValueError: unknown preset.
@@ -71,6 +106,7 @@ def apply_preset(values: Mapping[str, Any], explicit: Collection[str]) -> Dict[s
     out = dict(values)
     if out.get("preset") is None:
         return out
+    out["preset"] = resolve_preset(out["preset"], **({} if bf16_fast is None else {"bf16_fast": bf16_fast}))
     defaults = preset_defaults(out["preset"])
     if "epochs" in explicit and "steps" not in explicit:
         defaults.pop("steps", None)

@@ -1,6 +1,6 @@
 """What a training session reports while it runs (on stderr and in ``log.csv``, rank 0 only): the
-warning when a CPU run would take many hours, the tqdm bar, one log row every ``--log-every``
-steps (loss and statistics averaged over the ranks), the measured ETA, and the peak memory.
+tqdm bar, one log row every ``--log-every``
+steps (loss and statistics averaged over the ranks), the measured ETA (with a hint when a CPU run would take many hours), and the peak memory.
 """
 from __future__ import annotations
 
@@ -17,37 +17,9 @@ from .config import TrainConfig
 from .distributed import DistContext, all_mean, all_sum_int, say
 from .rundir import RunLogger
 
-#: Stated cost of one training frame (two 128x128 crops: online and target passes, backward,
-#: Adam) in float32 on one thread of the 2-core AVX2 development CPU, seconds: 11.1 s per step of
-#: 8 frames measured while that machine was nearly idle (1.8 s per frame under its usual load;
-#: benchmarks/bench_train.py, README "Training (HVC)"). Scaled by the crop area and divided by
-#: the thread count for the start-up estimate of a CPU run; the measured step time replaces it
-#: once the first steps have run.
-CPU_SECONDS_PER_FRAME_128 = 1.4
-#: CPU runs estimated to take longer than this get a warning pointing to ``--preset cpu-1h``, hours.
+#: CPU runs whose measured ETA (after the first steps) exceeds this get a hint pointing to
+#: ``--preset cpu-1h``, hours. No estimate is printed before steps have been timed on this machine.
 CPU_WARN_HOURS = 2.0
-
-
-def cpu_estimate_hours(frames: int, img_size: int, threads: int) -> float:
-    """Stated float32 CPU time of ``frames`` training frames at ``img_size`` px on ``threads``
-    threads, hours (:data:`CPU_SECONDS_PER_FRAME_128` x (img_size / 128)^2 / threads)."""
-    return frames * CPU_SECONDS_PER_FRAME_128 * (img_size / 128) ** 2 / max(1, threads) / 3600
-
-
-def cpu_warning(config: TrainConfig, ctx: DistContext, steps_left: int) -> Optional[str]:
-    """The start-up warning of a CPU run whose ``steps_left`` steps are estimated
-    (:func:`cpu_estimate_hours`, this process's torch threads) at :data:`CPU_WARN_HOURS` or more;
-    None for a shorter one (or none left)."""
-    frames_per_item = config.clip_len if config.mode == "video" else 1
-    frames_left = steps_left * config.batch_size * frames_per_item
-    est = cpu_estimate_hours(frames_left // ctx.world_size, config.img_size, torch.get_num_threads())
-    if est < CPU_WARN_HOURS:
-        return None
-    hint = "" if config.preset == "cpu-1h" else " For about one hour on a 2-core CPU use --preset cpu-1h."
-    return (f"hvc.train: warning: on CPU the {steps_left} steps left of this schedule need about "
-            f"{est:.0f} h (stated estimate: {CPU_SECONDS_PER_FRAME_128} s per 128-px frame and thread, "
-            f"x (crop / 128)^2, {frames_left} frames; the paper's setting is meant for GPUs).{hint} "
-            f"A measured ETA follows the first steps.")
 
 
 def peak_mem_mib(device: torch.device) -> float:

@@ -56,13 +56,25 @@ def resolve_precision(device: torch.device, amp: bool, amp_dtype: str, channels_
     """The :class:`Precision` of ``--amp``/``--amp-dtype``/``--channels-last`` on ``device``.
 
     float16 autocast (with a grad scaler) only on CUDA -- on CPU ``--amp-dtype float16`` means
-    float32; bfloat16 autocast on CUDA and CPU. ``channels_last`` None: on for CUDA only.
+    float32; bfloat16 autocast on CUDA and CPU. ``auto``: the probe of
+    :func:`hvc.hardware.encoder_precision` on ``device`` (the backbone's forward) picks bfloat16
+    where it is clearly faster than float32, else float16 on CUDA (as the default) and float32 on
+    CPU; with ``channels_last`` None the probe's layout is used on CPU. ``channels_last`` None
+    otherwise: on for CUDA only.
 
     Raises:
         UsageError: unknown ``amp_dtype``, or bfloat16 on a GPU without bfloat16 support.
     """
+    if amp_dtype == "auto":
+        if not amp or device.type not in ("cpu", "cuda"):
+            return Precision(device.type, None, False, bool(channels_last))
+        from .hardware import encoder_precision  # the probe imports the backbone
+        choice = encoder_precision("auto", device)
+        amp_dtype = choice.precision if choice.precision != "float32" else "float16"  # float16 = float32 on CPU
+        if channels_last is None and device.type == "cpu":
+            channels_last = choice.channels_last and choice.precision != "float32"
     if amp_dtype not in AMP_DTYPES:
-        raise UsageError(f"--amp-dtype must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}")
+        raise UsageError(f"--amp-dtype must be one of {sorted(AMP_DTYPES) + ['auto']}, got {amp_dtype!r}")
     dtype = AMP_DTYPES[amp_dtype] if amp else None
     if dtype is torch.float16 and device.type != "cuda":
         dtype = None

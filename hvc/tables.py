@@ -14,5 +14,7 @@ REFERENCE_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 #: files by :mod:`hvc.export`): name -> (mean, std) of RGB in [0, 1].
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar10": (REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD)}
 
-#: Autocast dtypes of training (``--amp-dtype``): float16 (with a grad scaler, CUDA) or bfloat16.
+#: Autocast dtypes of training (``--amp-dtype``): float16 (with a grad scaler, CUDA) or bfloat16;
+#: ``auto`` is chosen by a probe on the machine at hand (:func:`hvc.step.resolve_precision`).
 AMP_DTYPE_NAMES = ("float16", "bfloat16")
+AMP_DTYPE_CHOICES = AMP_DTYPE_NAMES + ("auto",)

@@ -37,7 +37,7 @@ from .distributed import (DistContext, all_sum_int, dist_context_from_env, rank0
                           replica_max_abs_diff, say, setup_distributed, wrap_model)
 from .model import HVCModel
 from .output_lock import hold_output
-from .progress import Progress, cpu_warning, peak_mem_mib
+from .progress import Progress, peak_mem_mib
 from .rundir import (CHECKPOINT_NAME, LOG_NAME, SNAPSHOT_DIR, RunLogger, check_resume, prepare_output_dir,
                      save_checkpoint, save_failed, truncate_log, write_run_record)
 from .errors import UsageError
@@ -265,9 +265,6 @@ def _announce(run: _Run) -> None:
              f"{f' ({c.batch_size // ctx.world_size} per rank)' if ctx.distributed else ''}, crop {c.img_size} px, "
              f"workers {run.workers}, threads {torch.get_num_threads()}, frame cache {cache_mode}"
              f"{f', preset {c.preset}' if c.preset else ''}")
-    warning = cpu_warning(c, ctx, sched.total_steps - run.step) if run.device.type == "cpu" else None
-    if warning is not None:
-        say(ctx, warning)
 
 
 def _run_record(run: _Run) -> Dict[str, Any]:

@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     config = PropagationConfig.from_mapping(vars(args))
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device, amp_dtype=args.amp_dtype)
+                            device=device, precision=args.precision)
     frames, gt = synthetic_clip(args.frames)
     t0 = time.perf_counter()
     pred = np.stack(list(segment_frames(frames, gt[0], encoder, config)))

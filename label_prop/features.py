@@ -7,11 +7,13 @@ channels), optionally ``m = L2(R50-layer3(x))`` (1024 channels), merged as
 input size is given, normalised with the mean/std the encoder was trained with (recorded in the
 encoder file, :mod:`hvc.export`; ImageNet for the random baseline, official releases and MoCo).
 
-Precision: features are computed in float32 by default (the reference's, and exact). With
-``amp_dtype`` ``bfloat16`` or ``float16`` (``--amp-dtype``) the networks run under
-``torch.autocast`` of that dtype on the encoder's device (GPUs: tensor cores; CPUs: bfloat16 is
-fast only with native bfloat16 instructions), and their outputs are cast back to float32 before
-the L2 normalisation and the merge, so propagation always gets float32 unit vectors.
+Precision (``--precision``, :func:`hvc.hardware.encoder_precision`): ``float32`` is the
+reference's and exact. With ``bfloat16`` or ``float16`` the networks run under ``torch.autocast``
+of that dtype on the encoder's device, in the memory layout (channels_last or not) that a short
+probe shows faster; ``auto`` (the command lines' default) picks bfloat16 where the probe shows
+it faster than float32 (CPUs with AVX512-BF16 or AMX, GPUs with bfloat16 tensor cores) and
+float32 elsewhere. The outputs are cast back to float32 before the L2 normalisation and the
+merge, so propagation always gets float32 unit vectors. What was picked goes in the run record.
 
 Loading is strict: a state dict whose keys do not match the network is an error that names the
 missing and unexpected keys (the public code silently loads what matches, which turns a wrong
@@ -33,15 +35,14 @@ from hvc.backbone import ResNetStride8, set_stride_one
 from hvc.checkpoint import load_weights_file
 from hvc.export import IMAGENET, CheckpointError, Normalization, load_encoder, load_state_strict
 from hvc.errors import UsageError
+from hvc.hardware import PRECISIONS, PrecisionChoice, encoder_precision
 from label_prop.results import is_model_path, model_name
 
-__all__ = ["AMP_DTYPES", "MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",
+__all__ = ["MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",
            "build_encoder", "load_mocov1", "load_resnet18", "random_resnet18", "resolve_model", "scaled_size"]
 
 #: HVC's weight of the ResNet-18 features in the merged embedding.
 MERGE_LAMBDA = 1.05
-#: ``--amp-dtype`` -> the autocast dtype of the networks (None: float32, no autocast).
-AMP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ResNet50Layer3(nn.Module):
@@ -71,23 +72,31 @@ class FrameEncoder(nn.Module):
             ImageNet mean/std it was trained with.
         merge_lambda: weight of the main features in the merge (HVC: 1.05).
         normalization: input mean/std of ``encoder`` (what it was trained with; default ImageNet).
-        amp_dtype: ``float32`` (default, exact), ``bfloat16`` or ``float16``: the networks
+        precision: ``float32`` (default, exact), ``bfloat16`` or ``float16``: the networks
             run under autocast of that dtype on :attr:`device` (module docstring).
+        channels_last: run the networks on NHWC tensors (a speed choice; float32 results
+            may differ in rounding).
 
     Input of :meth:`forward`: ``[N, 3, H, W]`` uint8 RGB or float in [0, 1]; output
     ``[N, C, ceil(H/8), ceil(W/8)]`` float32, unit L2 norm over C. Always in eval mode.
 
     Raises:
-        UsageError: an unknown ``amp_dtype``.
+        UsageError: an unknown ``precision``.
     """
 
     def __init__(self, encoder: nn.Module, second: nn.Module | None = None, merge_lambda: float = MERGE_LAMBDA, *,
-                 normalization: Normalization = IMAGENET, amp_dtype: str = "float32"):
+                 normalization: Normalization = IMAGENET, precision: str = "float32", channels_last: bool = False):
         super().__init__()
-        if amp_dtype not in AMP_DTYPES:
-            raise UsageError(f"--amp-dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.encoder, self.second, self.merge_lambda = encoder, second, merge_lambda
-        self.normalization, self.amp_dtype = normalization, amp_dtype
+        self.normalization, self.precision, self.channels_last = normalization, precision, channels_last
+        #: what chose the precision (:func:`build_encoder` sets it; None when given directly)
+        self.precision_choice: PrecisionChoice | None = None
+        if channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+            if second is not None:
+                second.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("second_mean", torch.tensor(IMAGENET.mean).view(1, 3, 1, 1), persistent=False)
@@ -115,13 +124,16 @@ class FrameEncoder(nn.Module):
         return F.normalize(torch.cat([self.merge_lambda * h, m], dim=1), dim=1)
 
     def _run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``net(x)`` under autocast of :attr:`amp_dtype` (none for float32), as float32."""
-        dtype = AMP_DTYPES[self.amp_dtype]
+        """``net(x)`` under autocast of :attr:`precision` (none for float32), as contiguous float32."""
+        dtype = PRECISIONS[self.precision]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if dtype is None:
-            return net(x)
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
             out = net(x)
-        return out.float()
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=dtype):
+                out = net(x)
+        return out.float().contiguous()
 
     @torch.no_grad()
     def encode_frame(self, frame: np.ndarray, input_size: int = -1) -> torch.Tensor:
@@ -226,20 +238,22 @@ def resolve_model(model: str, checkpoints_dir: str | os.PathLike = "checkpoints"
 
 def build_encoder(model: str, *, checkpoints_dir: str | os.PathLike = "checkpoints",
                   moco: str | os.PathLike | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu", amp_dtype: str = "float32") -> FrameEncoder:
+                  device: torch.device | str = "cpu", precision: str = "float32") -> FrameEncoder:
     """The inference encoder for ``model`` (``random`` or a checkpoint name/path), optionally
     merged with a MoCo-v1 ResNet-50 file, in eval mode on ``device``, with the input
-    normalisation its file records (ImageNet for ``random``) and the precision ``amp_dtype``
-    (:class:`FrameEncoder`).
+    normalisation its file records (ImageNet for ``random``) and the precision ``precision``
+    (``auto`` or a name of :data:`hvc.hardware.PRECISIONS`, resolved with its memory layout by
+    :func:`hvc.hardware.encoder_precision`; the choice is kept as ``precision_choice``).
 
     Raises:
         FileNotFoundError, CheckpointError: see :func:`resolve_model` and the loaders.
-        UsageError: an unknown ``amp_dtype``, or bfloat16 on a GPU without it.
+        UsageError: an unknown ``precision``, or bfloat16 on a GPU without it.
     """
     device = torch.device(device)
-    if amp_dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError(f"--amp-dtype bfloat16: {torch.cuda.get_device_name(device)} has no bfloat16; "
-                         f"use float16")
+    try:
+        choice = encoder_precision(precision, device)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
     path = resolve_model(model, checkpoints_dir)
     if path is None:
         net, norm = random_resnet18(seed), IMAGENET
@@ -247,12 +261,15 @@ def build_encoder(model: str, *, checkpoints_dir: str | os.PathLike = "checkpoin
         net, enc_file = load_encoder(path)
         norm = enc_file.normalization
     second = load_mocov1(moco) if moco is not None else None
-    return FrameEncoder(net, second, normalization=norm, amp_dtype=amp_dtype).to(device)
+    enc = FrameEncoder(net, second, normalization=norm, precision=choice.precision,
+                       channels_last=choice.channels_last).to(device)
+    enc.precision_choice = choice
+    return enc
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of :func:`build_encoder` other than the model (``--checkpoints-dir``,
-    ``--moco``, ``--seed``, ``--device``, ``--amp-dtype``) and ``--threads`` (torch CPU threads)."""
+    ``--moco``, ``--seed``, ``--device``, ``--precision``) and ``--threads`` (torch CPU threads)."""
     g = parser.add_argument_group("encoder")
     g.add_argument("--checkpoints-dir", default="checkpoints", type=Path,
                    help="where a MODEL name is looked up as NAME.pth (default: checkpoints)")
@@ -262,6 +279,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, usually one per core)")
-    g.add_argument("--amp-dtype", choices=tuple(AMP_DTYPES), default="float32",
-                   help="precision of the encoder: float32 (default, exact) or autocast to bfloat16 / float16 "
-                        "(GPUs; bfloat16 also on CPU); propagation always runs in float32")
+    g.add_argument("--precision", choices=("auto",) + tuple(PRECISIONS), default="auto",
+                   help="precision of the encoder: auto (default: bfloat16 where a short probe at start shows it "
+                        "faster than float32 on this machine, else float32), float32 (exact, the reference's), "
+                        "or autocast to bfloat16 / float16; propagation always runs in float32")

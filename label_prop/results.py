@@ -131,7 +131,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig, *, seed: int,
-                 moco: str | os.PathLike | None, read_masks: str, amp_dtype: str = "float32") -> dict[str, Any]:
+                 moco: str | os.PathLike | None, read_masks: str, precision: str = "float32",
+                 channels_last: bool = False) -> dict[str, Any]:
     """What determines a run's PNGs, as recorded in ``run-*.json`` and compared by ``--resume``.
 
     Args:
@@ -141,8 +142,9 @@ def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig
         seed: the ``random`` encoder's seed (recorded only for ``random``).
         moco: the MoCo file merged with the encoder, or None.
         read_masks: the filelist mask rule.
-        amp_dtype: the encoder's autocast dtype (``--amp-dtype``); recorded when not float32
-            (records from before the option have none).
+        precision, channels_last: the encoder's precision and layout as resolved
+            (:func:`hvc.hardware.encoder_precision`; ``auto`` never appears here); recorded when
+            the precision is not float32, the exact mode.
     """
     settings: dict[str, Any] = {"model": str(Path(model_path).resolve()) if model_path is not None else "random"}
     if model_path is None:
@@ -153,8 +155,8 @@ def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig
     if moco is not None:
         settings["moco_sha256"] = file_digest(moco)
     settings["read_masks"] = read_masks
-    if amp_dtype != "float32":
-        settings["amp_dtype"] = amp_dtype
+    if precision != "float32":
+        settings.update(precision=precision, channels_last=bool(channels_last))
     settings.update(asdict(config))
     return json.loads(json.dumps(settings))  # as read back from a record
 

@@ -6,7 +6,7 @@ Usage::
         [--resume] [--save-overlays] [--data-root PATH] [--results-dir results] [--read-masks first|existing]
         [--topk 15] [--temperature 0.1] [--radius 12] [--n-context 50] [--input-size -1] [--max-objects 19]
         [--checkpoints-dir checkpoints] [--moco FILE] [--seed 0] [--device auto|cpu|cuda] [--threads N]
-        [--amp-dtype float32|bfloat16|float16] [--shard I/N]
+        [--precision auto|float32|bfloat16|float16] [--shard I/N]
     torchrun --nproc_per_node N -m label_prop.run MODEL BENCHMARK ...     # one shard per rank
 
 This module parses the command line and writes files; the work is done by the library:
@@ -69,6 +69,7 @@ from tqdm import tqdm
 
 from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
 from hvc.output_lock import hold_output
+from hvc.hardware import describe, encoder_precision
 from hvc.errors import UsageError
 from hvc.runtime import atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
 from label_prop.config import PropagationConfig
@@ -230,16 +231,20 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     zip_path = submission_path(args.results_dir, args.model, bench) if whole and (shard.whole or ctx.distributed) \
         else None
     model_path = resolve_model(args.model, args.checkpoints_dir)
-    settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks,
-                            amp_dtype=args.amp_dtype)
-    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings, args.overwrite) if args.resume
-                     else (plans, {}))
-    _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
     device = resolve_rank_device(args.device, ctx)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # so that nothing lands on cuda:0 by default under torchrun
+    try:
+        choice = encoder_precision(args.precision, device)  # probed once; build_encoder reuses it
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks,
+                            precision=choice.precision, channels_last=choice.channels_last)
+    todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings, args.overwrite) if args.resume
+                     else (plans, {}))
+    _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device, amp_dtype=args.amp_dtype)
+                            device=device, precision=args.precision)
     # Temporaries of killed processes are found by PID, which only this machine's processes have:
     # shards that may run on other machines (--shard, several nodes) leave them, rank 0 of a
     # one-node launch cleans for all.
@@ -289,7 +294,8 @@ def _new_record(args: argparse.Namespace, model_path: Path | None, settings: dic
         "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
         "started_utc": started,
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "host": platform.node(), "normalization": encoder.normalization.name, "amp_dtype": encoder.amp_dtype,
+        "host": platform.node(), "normalization": encoder.normalization.name,
+        "precision": encoder.precision_choice.record(), "hardware": describe(device),
         "resumed_skipped": skipped,
         "sequences": {}, "complete": False, "wall_s": 0.0, "frames": 0, **Timings().per_frame(),
     }

@@ -123,7 +123,7 @@ def _run_locked(args: argparse.Namespace, config: PropagationConfig, frames: Vid
     device = resolve_device(args.device)
     model_path = resolve_model(args.model, args.checkpoints_dir)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device, amp_dtype=args.amp_dtype)
+                            device=device, precision=args.precision)
     stream = iter(frames)
     first_name, first = next(stream)
     if first.shape[:2] != mask.shape:
@@ -133,7 +133,8 @@ def _run_locked(args: argparse.Namespace, config: PropagationConfig, frames: Vid
         record = _segment(args, config, encoder, frames, itertools.chain([(first_name, first)], stream), mask,
                           objects if objects is not None else present, tmp)
         record.update(model={"name": model_name(args.model), "path": str(model_path.resolve()) if model_path else None},
-                      objects_requested=objects, device=str(device), seed=args.seed, git_revision=git_revision())
+                      objects_requested=objects, device=str(device), seed=args.seed, git_revision=git_revision(),
+                      precision=encoder.precision_choice.record())
         atomic_write(tmp / "segment.json", lambda t: Path(t).write_text(json.dumps(record, indent=2) + "\n"))
     print(f"{record['frames']} frames in {record['wall_s']:.1f} s, peak RSS {record['peak_rss_mib']:.0f} MiB; "
           f"wrote {out}/<frame>.png" + ("" if args.no_overlay else f" and {out}/overlay.mp4 ({record['codec']})"))

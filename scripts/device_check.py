@@ -73,7 +73,7 @@ SMOKE = Settings(
     train=["--batch-size", "4", "--img-size", "64", "--steps", "40", "--workers", "0", "--threads", "2"],
     score=["--input-size", "96", "--n-context", "2", "--threads", "2"],
     bench=["--grid", "14", "17", "--channels", "16", "--n-context", "3", "--repeats", "1", "--features",
-           "--amp-dtypes", "float32", "--frame-size", "64", "96", "--threads", "2"],
+           "--precisions", "float32", "--frame-size", "64", "96", "--threads", "2"],
     ckpt_every=20, log_every=1, skip=("score_random",), max_steps=5, min_resumed_steps=2)
 
 

@@ -75,7 +75,7 @@ def test_device_check_smoke_runs_every_stage(small_device_data, tmp_path):
     sc = st["score"]
     assert sc["model"] == "device-check" and sc["sequences"] == ["motocross-jump"] and sc["frames"] == 6
     assert 0 <= sc["J&F-Mean"] <= 1 and sc["frames_per_s"] > 0 and sc["input_size"] == 96
-    assert st["bench"]["engine"][0]["argmax_agreement"] == 1.0 and st["bench"]["features"][0]["dtype"] == "float32"
+    assert st["bench"]["engine"][0]["argmax_agreement"] == 1.0 and st["bench"]["features"][0]["precision"] == "float32"
     assert all(v["seconds"] <= v["box_s"] + 20 for v in st.values())
     files = {f.name: f.stat().st_size for f in out.iterdir()}
     assert set(files) == {"summary.json", "train_log.csv", "train_run.json", "encoder.pth", "per-sequence_results.csv",

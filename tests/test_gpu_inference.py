@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from conftest import REPO_ROOT
 from hvc.errors import UsageError
+from hvc.hardware import decide
 from label_prop import PropagationConfig, propagate
 from label_prop import run as R
 from label_prop.engine import CUDA_BUDGET_FRACTION, ChunkSizes, LabelPropagator, chunk_sizes
@@ -69,9 +70,12 @@ def test_float32_features_are_the_exact_default():
     enc = FrameEncoder(net)
     x = torch.randint(0, 256, (1, 3, 40, 56), dtype=torch.uint8)
     want = F.normalize(net((x.float() / 255 - enc.mean) / enc.std), dim=1)
-    assert enc.amp_dtype == "float32" and torch.equal(enc(x), want)
-    with pytest.raises(UsageError, match="--amp-dtype"):
-        FrameEncoder(net, amp_dtype="float64")
+    assert enc.precision == "float32" and not enc.channels_last and torch.equal(enc(x), want)
+    assert build_encoder("random", precision="float32").precision_choice.seconds == {}  # exact mode: no probe
+    with pytest.raises(UsageError, match="--precision"):
+        FrameEncoder(net, precision="float64")
+    with pytest.raises(UsageError, match="--precision"):
+        build_encoder("random", precision="float64")
 
 
 def test_bfloat16_features_on_cpu_are_close_to_float32(one_torch_thread):
@@ -80,7 +84,7 @@ def test_bfloat16_features_on_cpu_are_close_to_float32(one_torch_thread):
     grid cell, 99.87 % of the pixels agree (README "GPU and multi-GPU"); the bounds leave room."""
     frames, masks = synthetic_clip(n_frames=8, size=(120, 160), radius=24)
     f32 = build_encoder("random")
-    bf16 = build_encoder("random", amp_dtype="bfloat16")
+    bf16 = build_encoder("random", precision="bfloat16")
     a, b = f32.encode_frame(frames[0]), bf16.encode_frame(frames[0])
     assert b.dtype == torch.float32 and torch.allclose(b.norm(dim=0), torch.ones(b.shape[1:]), atol=1e-5)
     cos = (a * b).sum(0)
@@ -92,7 +96,8 @@ def test_bfloat16_features_on_cpu_are_close_to_float32(one_torch_thread):
     assert (ma == mb).mean() > 0.995
 
 
-def test_run_records_the_amp_dtype(tmp_path, one_torch_thread):
+@pytest.mark.parametrize("precision", ["bfloat16", "float32", "auto"])
+def test_run_records_the_precision(tmp_path, one_torch_thread, precision):
     from PIL import Image
 
     from label_prop.io import write_palette_png
@@ -106,9 +111,19 @@ def test_run_records_the_amp_dtype(tmp_path, one_torch_thread):
     write_palette_png(bench / "Annotations" / "480p" / "clip" / "00000.png", masks[0])
     res = tmp_path / "res"
     assert R.main(["random", "davis17dev", "--data-root", str(tmp_path / "data"), "--results-dir", str(res),
-                   "--n-context", "2", "--amp-dtype", "bfloat16"]) == 0
+                   "--n-context", "2", "--precision", precision]) == 0
     rec = json.loads(next((res / "random" / "davis17dev").glob("run-*.json")).read_text())
-    assert rec["amp_dtype"] == "bfloat16" and rec["shard"] == {
+    chosen = rec["precision"]
+    assert chosen["requested"] == precision and rec["hardware"]["cpu"]
+    if precision != "auto":
+        assert chosen["precision"] == precision
+    else:  # the probe timed both precisions, and the pick follows the stated rule
+        assert set(chosen["probe_seconds"]) == {"float32", "bfloat16", "bfloat16-cl"}
+        assert (chosen["precision"], chosen["channels_last"]) == decide("auto", chosen["probe_seconds"])
+    # what determines the PNGs: the resolved precision, and nothing for the exact float32
+    assert rec["settings"].get("precision", "float32") == chosen["precision"]
+    assert rec["settings"].get("channels_last", False) == (chosen["channels_last"] and chosen["precision"] != "float32")
+    assert rec["shard"] == {
         "index": 0, "count": 1, "rule": rec["shard"]["rule"], "sequences": ["clip"], "all_sequences": 1}
     assert len(list((res / "random" / "davis17dev" / "clip").glob("*.png"))) == 4
 
@@ -147,7 +162,7 @@ def test_cuda_features_and_masks_close_to_cpu(dtype):
         pytest.skip("this GPU has no bfloat16")
     frames, masks = synthetic_clip(n_frames=8)
     cpu = build_encoder("random")
-    gpu = build_encoder("random", device="cuda", amp_dtype=dtype)
+    gpu = build_encoder("random", device="cuda", precision=dtype)
     a, b = cpu.encode_frame(frames[0]), gpu.encode_frame(frames[0]).cpu()
     cos = (a * b).sum(0)
     assert b.dtype == torch.float32 and cos.min().item() > (0.999 if dtype == "float32" else 0.97)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hvc.train import build_parser, main as train_main
+from hvc.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,6 +90,18 @@ def test_preset_sets_defaults_and_explicit_flags_override():
         parse_args([*base, "--preset", "gpu-1year"])
 
 
+@pytest.mark.parametrize("fast, want", [(True, "cpu-1h-bf16"), (False, "cpu-1h")])
+def test_the_automatic_preset_follows_the_probe(fast, want):
+    from hvc.presets import PRESETS, apply_preset, resolve_preset
+
+    assert resolve_preset("cpu-1h-auto", bf16_fast=lambda: fast) == want
+    assert resolve_preset("cpu-1h", bf16_fast=lambda: not fast) == "cpu-1h"  # a plain preset probes nothing
+    out = apply_preset({"preset": "cpu-1h-auto", "img_size": 256, "steps": None}, {"steps"}, bf16_fast=lambda: fast)
+    assert out["preset"] == want and out["img_size"] == PRESETS[want]["img_size"] and out["steps"] is None
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_preset("cpu-1y")
+
+
 def test_new_flags_defaults_are_the_papers_and_are_validated(tmp_path, capsys):
     args = build_parser().parse_args(["--data", "d", "--output-dir", "o"])
     assert list(args.crop_scale) == [0.0, 1.0] and (args.spatial_weight, args.temporal_weight) == (1.0, 1.0)
@@ -125,6 +138,14 @@ def test_precision_and_workers_resolution():
         assert torch.is_autocast_enabled("cpu")
     with resolve_precision(cpu, True, "float16", False).autocast():
         assert not torch.is_autocast_enabled("cpu")
+    from hvc.hardware import encoder_precision
+    probe = encoder_precision("auto", cpu)
+    auto = resolve_precision(cpu, True, "auto", None)  # the probe's pick and, on CPU, its layout
+    assert auto.autocast_dtype == (torch.bfloat16 if probe.precision == "bfloat16" else None)
+    assert auto.channels_last == (probe.precision == "bfloat16" and probe.channels_last)
+    assert resolve_precision(cpu, False, "auto", None).name == "float32"  # --no-amp wins
+    with pytest.raises(UsageError, match="--amp-dtype"):
+        resolve_precision(cpu, True, "float64", None)
     assert default_workers(cpu, DistContext()) == 0
     assert 1 <= default_workers(torch.device("cuda", 0), DistContext(0, 2, 0, 2)) <= 8
 

@@ -41,12 +41,13 @@ import torch
 
 from hvc.output_lock import hold_output
 from hvc.errors import UsageError
+from hvc.hardware import in_words
 from hvc.runtime import atomic_write, git_revision, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import get_benchmark, parse_sequences
 from label_prop.features import add_encoder_arguments, build_encoder
 from label_prop.interactive.protocol import FRAME_CHOICES, ProtocolConfig, run_sequence
-from label_prop.interactive.scoring import COLUMNS, hardware, summarize
+from label_prop.interactive.scoring import COLUMNS, summarize
 from label_prop.interactive.seeded import METHODS, SeedConfig
 from label_prop.interactive.session import FEATURE_DTYPES, InteractiveConfig
 from label_prop.io import VOID_ID, read_frame, read_mask, write_palette_png
@@ -142,11 +143,11 @@ def _run_locked(args: argparse.Namespace, bench, names: list[str], out: Path) ->
     protocol = ProtocolConfig(interactions=args.interactions, frame_choice=args.frame_choice)
     device = resolve_device(args.device)
     encoder = build_encoder(args.model, checkpoints_dir=args.checkpoints_dir, moco=args.moco, seed=args.seed,
-                            device=device, amp_dtype=args.amp_dtype)
+                            device=device, precision=args.precision)
     record = {"command": shlex.join([sys.executable, "-m", "label_prop.interactive.run", *sys.argv[1:]]),
               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
-              "hardware": hardware(device), "device": str(device), "torch": torch.__version__,
+              "hardware": in_words(device), "precision": encoder.precision_choice.record(), "device": str(device), "torch": torch.__version__,
               "normalization": encoder.normalization.name,
               "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     rows: list[dict] = []

@@ -21,13 +21,10 @@ the time figures depend on the hardware, which every report names.
 """
 from __future__ import annotations
 
-import os
-import platform
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from label_prop.metrics import evaluate_sequence
 
@@ -95,24 +92,6 @@ def summarize(results: pd.DataFrame, seconds_per_object: float = SECONDS_PER_OBJ
         "sequences": int(df["sequence"].nunique()),
         "interactions": n,
     }
-
-
-def hardware(device: torch.device | str) -> str:
-    """The machine in words, for time-based figures: the GPU name on CUDA, else the CPU model
-    (``/proc/cpuinfo``), with the torch thread count and the number of CPUs."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} CPUs"
 
 
 def _area(x: np.ndarray, y: np.ndarray) -> float:
