@@ -81,7 +81,9 @@ def main(argv=None) -> int:
         ref, oth = run_and_score(model, "float32", opts), run_and_score(model, opts.other, opts)
         picked = json.loads(next(oth.glob("run-*.json")).read_text())["precision"]
         da, db = pd.read_csv(ref / PER_SEQUENCE_CSV), pd.read_csv(oth / PER_SEQUENCE_CSV)
-        jf = lambda df, seqs: float(df[df["Sequence"].isin(seqs)][["J-Mean", "F-Mean"]].mean().mean())  # noqa: E731
+        # per-sequence rows are named SEQUENCE_OBJECT (davis2017-evaluation)
+        jf = lambda df, seqs: float(df[df["Sequence"].str.rsplit("_", n=1).str[0].isin(seqs)]  # noqa: E731
+                                    [["J-Mean", "F-Mean"]].mean().mean())
         for half, seqs in halves.items():
             pix, frm = mask_agreement(ref, oth, list(seqs))
             rows.append({"model": model_name(model), "half": half, "JF_float32": jf(da, seqs),
