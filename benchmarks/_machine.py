@@ -8,12 +8,12 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hvc.hardware import describe, gemm_gflops
+from hvc.hardware import PRECISIONS, describe, gemm_gflops
 from label_prop.window import WindowGeometry, within_radius
 
 #: The dtypes whose product rate is measured (float16 on CPU too: it shows whether the CPU has
 #: native float16 units, AVX512-FP16 / AMX-FP16).
-GEMM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GEMM_DTYPES = {name: dtype or torch.float32 for name, dtype in PRECISIONS.items()}
 
 
 def machine_header(devices: list[str], repeats: int = 3) -> dict:

@@ -30,29 +30,27 @@ PROBE_MARGIN = 1.2
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_fp16")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``'s ``model name``; ``platform.processor()`` elsewhere)."""
+def _cpuinfo(key: str) -> Optional[str]:
+    """The value of the first ``key`` line of ``/proc/cpuinfo`` (None off Linux or when absent)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``; ``platform.processor()`` elsewhere)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> Tuple[str, ...]:
     """Which of :data:`CPU_FLAGS` the CPU reports (empty off Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return tuple(fl for fl in CPU_FLAGS if fl in have)
-    except OSError:
-        pass
-    return ()
+    have = set((_cpuinfo("flags") or "").split())
+    return tuple(fl for fl in CPU_FLAGS if fl in have)
 
 
 def describe(device: torch.device | str = "cpu") -> Dict[str, object]:

@@ -1,6 +1,6 @@
 """What a training session reports while it runs (on stderr and in ``log.csv``, rank 0 only): the
-tqdm bar, one log row every ``--log-every``
-steps (loss and statistics averaged over the ranks), the measured ETA (with a hint when a CPU run would take many hours), and the peak memory.
+tqdm bar, one log row every ``--log-every`` steps (loss and statistics averaged over the ranks),
+the measured ETA (with a hint when a CPU run would take many hours), and the peak memory.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from hvc.hardware import PRECISIONS, PrecisionChoice, encoder_precision
 from label_prop.results import is_model_path, model_name
 
 __all__ = ["MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",
-           "build_encoder", "load_mocov1", "load_resnet18", "random_resnet18", "resolve_model", "scaled_size"]
+           "build_encoder", "choose_encoder_precision", "load_mocov1", "load_resnet18", "random_resnet18", "resolve_model", "scaled_size"]
 
 #: HVC's weight of the ResNet-18 features in the merged embedding.
 MERGE_LAMBDA = 1.05
@@ -236,6 +236,19 @@ def resolve_model(model: str, checkpoints_dir: str | os.PathLike = "checkpoints"
     return path
 
 
+def choose_encoder_precision(precision: str, device: torch.device | str) -> PrecisionChoice:
+    """:func:`hvc.hardware.encoder_precision` (probed once per process, device and thread count)
+    with its errors as command-line errors.
+
+    Raises:
+        UsageError: an unknown ``precision``, or bfloat16 on a GPU without it.
+    """
+    try:
+        return encoder_precision(precision, device)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+
+
 def build_encoder(model: str, *, checkpoints_dir: str | os.PathLike = "checkpoints",
                   moco: str | os.PathLike | None = None, seed: int = 0,
                   device: torch.device | str = "cpu", precision: str = "float32") -> FrameEncoder:
@@ -250,10 +263,7 @@ def build_encoder(model: str, *, checkpoints_dir: str | os.PathLike = "checkpoin
         UsageError: an unknown ``precision``, or bfloat16 on a GPU without it.
     """
     device = torch.device(device)
-    try:
-        choice = encoder_precision(precision, device)
-    except ValueError as exc:
-        raise UsageError(f"--{exc}") from None
+    choice = choose_encoder_precision(precision, device)
     path = resolve_model(model, checkpoints_dir)
     if path is None:
         net, norm = random_resnet18(seed), IMAGENET

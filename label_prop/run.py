@@ -69,12 +69,12 @@ from tqdm import tqdm
 
 from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
 from hvc.output_lock import hold_output
-from hvc.hardware import describe, encoder_precision
-from hvc.errors import UsageError
+from hvc.hardware import describe
 from hvc.runtime import atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
 from label_prop.config import PropagationConfig
 from label_prop.datasets import parse_sequences
-from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
+from label_prop.features import (FrameEncoder, add_encoder_arguments, build_encoder, choose_encoder_precision,
+                                 resolve_model)
 from label_prop.filelists import READ_MASKS, open_benchmark
 from label_prop.io import overlay, write_jpeg, write_palette_png
 from label_prop.pipeline import Timings, segment_plan
@@ -234,10 +234,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     device = resolve_rank_device(args.device, ctx)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # so that nothing lands on cuda:0 by default under torchrun
-    try:
-        choice = encoder_precision(args.precision, device)  # probed once; build_encoder reuses it
-    except ValueError as exc:
-        raise UsageError(f"--{exc}") from None
+    choice = choose_encoder_precision(args.precision, device)  # probed once; build_encoder reuses it
     settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks,
                             precision=choice.precision, channels_last=choice.channels_last)
     todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings, args.overwrite) if args.resume

@@ -147,7 +147,8 @@ def _run_locked(args: argparse.Namespace, bench, names: list[str], out: Path) ->
     record = {"command": shlex.join([sys.executable, "-m", "label_prop.interactive.run", *sys.argv[1:]]),
               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "data_root": str(data_root(args.data_root).resolve()), "git_revision": git_revision(),
-              "hardware": in_words(device), "precision": encoder.precision_choice.record(), "device": str(device), "torch": torch.__version__,
+              "hardware": in_words(device), "precision": encoder.precision_choice.record(),
+              "device": str(device), "torch": torch.__version__,
               "normalization": encoder.normalization.name,
               "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     rows: list[dict] = []
