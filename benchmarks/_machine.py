@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hvc.hardware import PRECISIONS, describe, gemm_gflops
-from label_prop.window import WindowGeometry, within_radius
+from label_prop.propagation.window import WindowGeometry, within_radius
 
 #: The dtypes whose product rate is measured (float16 on CPU too: it shows whether the CPU has
 #: native float16 units, AVX512-FP16 / AMX-FP16).
@@ -38,7 +38,7 @@ def engine_flops(grid: tuple[int, int], channels: int, n_context: int, radius: f
     """Multiply-add FLOPs (2 per multiply-add) of the dot products of one frame, ``grid = (h, w)``:
 
     * ``computed``: as the engine does them: frame 0 densely (``h w x h w``) and, per short-term
-      frame, every tile's disc-tight region (:class:`label_prop.window.WindowGeometry`; tiles and
+      frame, every tile's disc-tight region (:class:`label_prop.propagation.window.WindowGeometry`; tiles and
       regions off the image included);
     * ``minimum``: frame 0 densely plus, per short-term frame, only the key positions inside the
       image and within the radius of each query;

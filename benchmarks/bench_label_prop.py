@@ -12,7 +12,7 @@ during one more, untimed step (CPU: resident-set growth sampled every 2 ms by a 
 out of the timed steps; CUDA: max_memory_allocated) and, for the engine, the size of its ring
 buffer of context features and labels (allocated once), and the agreement of the outputs (max
 |difference| of soft labels, argmax agreement). The speed ratio dense/engine is computed in the
-same process. The engine's chunk sizes are those :func:`label_prop.engine.chunk_sizes` picks for
+same process. The engine's chunk sizes are those :func:`label_prop.propagation.engine.chunk_sizes` picks for
 the device (printed).
 
 ``--features`` also times the encoder (the ``random`` ResNet-18, layer3, stride 8) on one
@@ -46,11 +46,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from label_prop.config import PropagationConfig  # noqa: E402
-from label_prop.engine import LabelPropagator, chunk_sizes  # noqa: E402
-from label_prop.features import FrameEncoder, build_encoder, random_resnet18  # noqa: E402
+from label_prop.propagation.engine import LabelPropagator, chunk_sizes  # noqa: E402
+from label_prop.propagation.features import FrameEncoder, build_encoder, random_resnet18  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import encoder_flops, engine_flops, machine_header  # noqa: E402
-from label_prop.reference import dense_frame  # noqa: E402
+from label_prop.propagation.reference import dense_frame  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -30,13 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from label_prop.datasets import get_benchmark, parse_sequences  # noqa: E402
-from label_prop.features import build_encoder  # noqa: E402
+from label_prop.data.datasets import get_benchmark, parse_sequences  # noqa: E402
+from label_prop.propagation.features import build_encoder  # noqa: E402
 from label_prop.interactive.robot import robot_scribbles  # noqa: E402
 from label_prop.interactive.scribbles import rasterize  # noqa: E402
 from label_prop.interactive.seeded import SeedConfig, scribble_mask  # noqa: E402
-from label_prop.io import read_frame, read_mask  # noqa: E402
-from label_prop.metrics import region_similarity  # noqa: E402
+from label_prop.data.io import read_frame, read_mask  # noqa: E402
+from label_prop.evaluation.metrics import region_similarity  # noqa: E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Usage::
         [--n-context 20] [--threads 1]
 
 For every DAVIS-2016 sequence (``$HVC_DATA_ROOT/DAVIS2016``) and every encoder, the label
-propagation protocol (:mod:`label_prop.reference`, the dense statement: the same soft labels as
+propagation protocol (:mod:`label_prop.propagation.reference`, the dense statement: the same soft labels as
 the engine) is run from frame 0's mask with the *fast protocol* (frames scaled to a short side
 of ``--input-size`` pixels before feature extraction, masks scored at full size), and for each
 frame ``t >= 1`` this records:
@@ -43,11 +43,11 @@ import pandas as pd
 import torch
 
 from label_prop.config import PropagationConfig
-from label_prop.features import build_encoder
-from label_prop.io import overlay, read_annotation, read_frame
-from label_prop.metrics import region_similarity, seg2bmap
-from label_prop.pipeline import first_frame_labels, labels_to_ids
-from label_prop.reference import context_entries, dense_frame_topk
+from label_prop.propagation.features import build_encoder
+from label_prop.data.io import overlay, read_annotation, read_frame
+from label_prop.evaluation.metrics import region_similarity, seg2bmap
+from label_prop.propagation.pipeline import first_frame_labels, labels_to_ids
+from label_prop.propagation.reference import context_entries, dense_frame_topk
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def analyse_sequence(encoder, frames: list[np.ndarray], gts: list[np.ndarray], c
     """Propagate frame 0's mask densely and measure every frame (module docstring).
 
     Args:
-        encoder: a :class:`label_prop.features.FrameEncoder`.
+        encoder: a :class:`label_prop.propagation.features.FrameEncoder`.
         frames: ``T`` frames ``[H, W, 3]`` uint8.
         gts: ``T`` binary ground-truth masks ``[H, W]`` (0/1).
         config: the protocol (topk, temperature, radius, n_context).

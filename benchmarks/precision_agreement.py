@@ -25,8 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hvc.hardware import in_words  # noqa: E402
-from label_prop.datasets import SPLITS  # noqa: E402
-from label_prop.results import PER_SEQUENCE_CSV, model_name  # noqa: E402
+from label_prop.data.datasets import SPLITS  # noqa: E402
+from label_prop.evaluation.results import PER_SEQUENCE_CSV, model_name  # noqa: E402
 
 PY = sys.executable
 

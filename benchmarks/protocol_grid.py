@@ -8,7 +8,7 @@ Usage::
 
 For every encoder, the features of every frame of the split (DAVIS-2016 val,
 ``$HVC_DATA_ROOT/DAVIS2016``) are computed once, at ``--input-size`` (the fast protocol), and
-label propagation (:class:`label_prop.pipeline.VideoSegmenter`, the engine of every command) is
+label propagation (:class:`label_prop.propagation.pipeline.VideoSegmenter`, the engine of every command) is
 run from frame 0's mask for every point of the grid; the masks are written as palette PNGs and
 scored by :func:`label_prop.evaluate.evaluate_benchmark` (the official DAVIS measures). The grid
 is one setting at a time around the reference protocol (temperature 0.1, top-k 15, n-context of
@@ -30,12 +30,12 @@ import pandas as pd
 import torch
 
 from label_prop.config import PropagationConfig
-from label_prop.datasets import parse_sequences
+from label_prop.data.datasets import parse_sequences
 from label_prop.evaluate import evaluate_benchmark
-from label_prop.features import build_encoder
-from label_prop.filelists import open_benchmark
-from label_prop.io import read_annotation, read_frame, write_palette_png
-from label_prop.pipeline import VideoSegmenter
+from label_prop.propagation.features import build_encoder
+from label_prop.data.filelists import open_benchmark
+from label_prop.data.io import read_annotation, read_frame, write_palette_png
+from label_prop.propagation.pipeline import VideoSegmenter
 
 REFERENCE = {"temperature": 0.1, "topk": 15}
 

@@ -44,8 +44,7 @@ from typing import Any, Dict, Union
 import numpy as np
 import torch
 
-from .records import plain
-from .runtime import atomic_write  # noqa: F401  (re-exported: the writer of every file both packages write)
+from .runtime import atomic_write
 
 PathLike = Union[str, os.PathLike]
 TRAIN_FORMAT = "hvc-train-v1"

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .model import HVCModel
-from .launch import DistContext, dist_context_from_env, resolve_rank_device  # noqa: F401 (re-exported)
+from .launch import DistContext, resolve_rank_device
 from .errors import UsageError
 
 T = TypeVar("T")

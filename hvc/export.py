@@ -48,7 +48,8 @@ from torchvision.models import resnet18
 
 from .backbone import RESNET18_STAGES, ResNetStride8
 from .checkpoint import (ENCODER_FORMAT, TRAIN_FORMAT, CheckpointError, atomic_torch_save, load_checkpoint,
-                         load_weights_file, plain)
+                         load_weights_file)
+from .records import plain
 from .tables import NORMALIZATION
 from .runtime import run_cli
 
@@ -262,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data)."""
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m hvc.export",
                                 description="Export the online encoder of an HVC training checkpoint "
-                                            "(format hvc-encoder-v1, loaded by label_prop.features).")
+                                            "(format hvc-encoder-v1, loaded by label_prop.propagation.features).")
     p.add_argument("checkpoint", help="training checkpoint (e.g. runs/NAME/checkpoint.pth)")
     p.add_argument("output", help="encoder file to write (e.g. checkpoints/NAME.pth)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

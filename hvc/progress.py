@@ -14,7 +14,8 @@ import torch
 from tqdm import tqdm
 
 from .config import TrainConfig
-from .distributed import DistContext, all_mean, all_sum_int, say
+from .distributed import all_mean, all_sum_int, say
+from .launch import DistContext
 from .rundir import RunLogger
 
 #: CPU runs whose measured ETA (after the first steps) exceeds this get a hint pointing to

@@ -21,13 +21,13 @@ from typing import Any, Dict, Optional
 import torch
 
 from . import __version__
-from .checkpoint import TRAIN_FORMAT, atomic_torch_save, atomic_write, capture_rng_state
+from .checkpoint import TRAIN_FORMAT, atomic_torch_save, capture_rng_state
 from .config import TrainConfig
 from .data.images import TwoViewDataset
 from .data.sampler import EpochSampler
 from .model import HVCModel
 from .errors import UsageError
-from .runtime import clean_stale_temporaries
+from .runtime import atomic_write, clean_stale_temporaries
 
 CHECKPOINT_NAME = "checkpoint.pth"
 LOG_NAME = "log.csv"

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from .data.crops import normalize_batch
 from .data.images import TwoViewDataset
 from .data.sampler import EpochSampler
-from .distributed import DistContext
+from .launch import DistContext
 from .model import HVCModel
 from .errors import UsageError
 from .tables import AMP_DTYPE_NAMES

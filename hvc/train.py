@@ -89,7 +89,7 @@ from typing import Optional, Sequence
 import torch.distributed as dist
 
 from .config import TrainConfig
-from .distributed import dist_context_from_env
+from .launch import dist_context_from_env
 from .presets import apply_preset
 from .runtime import run_cli
 from .trainer import train

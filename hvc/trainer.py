@@ -27,21 +27,22 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import atomic_write, load_checkpoint, restore_rng_state
+from .checkpoint import load_checkpoint, restore_rng_state
 from .config import TrainConfig
 from .tables import NORMALIZATION
 from .data.images import StaticImageDataset, TwoViewDataset, pick_image_sets
 from .data.sampler import EpochSampler
 from .data.video import VideoFrameDataset
-from .distributed import (DistContext, all_sum_int, dist_context_from_env, rank0_decides, rank0_first,
-                          replica_max_abs_diff, say, setup_distributed, wrap_model)
+from .distributed import (all_sum_int, rank0_decides, rank0_first, replica_max_abs_diff, say, setup_distributed,
+                          wrap_model)
+from .launch import DistContext, dist_context_from_env
 from .model import HVCModel
 from .output_lock import hold_output
 from .progress import Progress, peak_mem_mib
 from .rundir import (CHECKPOINT_NAME, LOG_NAME, SNAPSHOT_DIR, RunLogger, check_resume, prepare_output_dir,
                      save_checkpoint, save_failed, truncate_log, write_run_record)
 from .errors import UsageError
-from .runtime import git_revision
+from .runtime import atomic_write, git_revision
 from .step import (Precision, batch_to_device, default_workers, forward_backward, make_loader, make_optimizer,
                    resolve_precision)
 

@@ -1,9 +1,9 @@
 """The settings of label propagation, stated once (docs/method.md, "Label propagation").
 
 :class:`PropagationConfig` is passed whole from the command line (:meth:`PropagationConfig.add_arguments`,
-:meth:`PropagationConfig.from_mapping`) to :class:`label_prop.pipeline.VideoSegmenter`,
-:class:`label_prop.multiref.MultiRefPropagator`, :class:`label_prop.engine.LabelPropagator` and
-the dense specification :mod:`label_prop.reference`. The defaults are the public HVC code's test
+:meth:`PropagationConfig.from_mapping`) to :class:`label_prop.propagation.pipeline.VideoSegmenter`,
+:class:`label_prop.propagation.multiref.MultiRefPropagator`, :class:`label_prop.propagation.engine.LabelPropagator` and
+the dense specification :mod:`label_prop.propagation.reference`. The defaults are the public HVC code's test
 settings (its ``core/config.py``: RADIUS, TEMP, KNN, CXT_SIZE, INPUT_SIZE, NUM_CLASSES). The
 device is not a setting: features and propagation run where the encoder is.
 """

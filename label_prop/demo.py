@@ -4,10 +4,10 @@ Usage::
 
     python -m label_prop.demo [--model random] [--frames 24] [--out DIR] [--overwrite] [--n-context 50] ...
 
-No download: the clip (:func:`label_prop.synthetic.synthetic_clip`) is built from photographs
+No download: the clip (:func:`label_prop.data.synthetic.synthetic_clip`) is built from photographs
 that scikit-image ships. A disk cut from ``chelsea`` (the cat) moves over ``astronaut`` while the
 background pans, so every frame's ground truth is known. The first frame's mask is propagated
-(:func:`label_prop.pipeline.segment_frames`) with the encoder of ``--model`` (``random`` by
+(:func:`label_prop.propagation.pipeline.segment_frames`) with the encoder of ``--model`` (``random`` by
 default, or a checkpoint as in ``run_test.sh``), and the prediction is scored with the DAVIS
 metrics (first and last frames excluded). With ``--out`` the palette PNGs and overlays are
 written there (an existing folder is refused unless ``--overwrite``, which replaces a folder of
@@ -31,11 +31,11 @@ import torch
 from hvc.errors import UsageError
 from hvc.runtime import check_output_dir, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
-from label_prop.features import add_encoder_arguments, build_encoder
-from label_prop.io import overlay, write_jpeg, write_palette_png
-from label_prop.metrics import evaluate_sequence, summarize
-from label_prop.pipeline import segment_frames
-from label_prop.synthetic import synthetic_clip
+from label_prop.propagation.features import add_encoder_arguments, build_encoder
+from label_prop.data.io import overlay, write_jpeg, write_palette_png
+from label_prop.evaluation.metrics import evaluate_sequence, summarize
+from label_prop.propagation.pipeline import segment_frames
+from label_prop.data.synthetic import synthetic_clip
 
 PROG = "python -m label_prop.demo"
 #: The files the demo writes into --out.

@@ -6,9 +6,9 @@ Usage::
         [--data-root PATH] [--overwrite]
 
 MODEL is what ``run_test.sh`` was given (``random``, a name, or a ``.pth`` path, which maps to
-its stem: :func:`label_prop.results.model_name`). Predictions are palette PNGs
+its stem: :func:`label_prop.evaluation.results.model_name`). Predictions are palette PNGs
 ``<results-dir>/<model name>/BENCHMARK/<sequence>/<frame>.png``, one per frame of the ground
-truth (:meth:`~label_prop.plans.Benchmark.scored_frames`: the annotated frames, checked
+truth (:meth:`~label_prop.data.plans.Benchmark.scored_frames`: the annotated frames, checked
 complete). Only benchmarks with ground truth for every frame can be scored.
 
 Ground truth whose first frame leaves ids out (e.g. objects 1, 5 and 30) is scored as the
@@ -42,16 +42,16 @@ from tqdm import tqdm
 
 from hvc.errors import UsageError
 from hvc.runtime import atomic_write_all, clean_stale_temporaries, run_cli
-from label_prop.datasets import Benchmark, get_benchmark, parse_sequences
-from label_prop.io import read_mask
-from label_prop.metrics import (
+from label_prop.data.datasets import get_benchmark, parse_sequences
+from label_prop.data.io import read_mask
+from label_prop.evaluation.metrics import (
     evaluate_sequence,
     first_frame_objects,
     summarize,
 )
-from label_prop.plans import starting_ids
-from label_prop.results import GLOBAL_CSV, PER_SEQUENCE_CSV, mixed_settings_message, results_csv_paths, results_root  # noqa: F401
-from label_prop.results import settings_groups
+from label_prop.data.plans import Benchmark, starting_ids
+from label_prop.evaluation.results import mixed_settings_message, results_csv_paths, results_root
+from label_prop.evaluation.results import settings_groups
 
 PROG = "bash scripts/run_metrics.sh"
 GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
@@ -177,7 +177,7 @@ def evaluate_benchmark(
     Args:
         results_dir: the folder of predictions, holding one sub-folder of PNGs per sequence
             (``results/MODEL/BENCHMARK``).
-        bench: a :class:`~label_prop.datasets.Benchmark` or its name.
+        bench: a :class:`~label_prop.data.datasets.Benchmark` or its name.
         root: the data root (default ``$HVC_DATA_ROOT``, else ``./data``).
         sequences: restrict to these sequences (default: all of the benchmark).
 
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_alike(out_dir: Path, names: Sequence[str], allow_mixed: bool) -> None:
     """Refuse (UsageError) to score together sequences that the run records say were made with
-    different settings or models (:func:`label_prop.results.settings_groups`), or warn with
+    different settings or models (:func:`label_prop.evaluation.results.settings_groups`), or warn with
     ``allow_mixed``. A folder without any run record (results of another tool) is not checked."""
     groups = settings_groups(out_dir, names)
     if len(groups) < 2:

@@ -10,15 +10,15 @@ Usage::
     torchrun --nproc_per_node N -m label_prop.run MODEL BENCHMARK ...     # one shard per rank
 
 This module parses the command line and writes files; the work is done by the library:
-:func:`label_prop.filelists.open_benchmark` (a benchmark of :mod:`label_prop.datasets` or a
-filelist) gives one :class:`~label_prop.plans.SequencePlan` per sequence, and
-:func:`label_prop.pipeline.segment_plan` segments it frame by frame
-(:class:`~label_prop.pipeline.VideoSegmenter`) with the encoder of :mod:`label_prop.features`
+:func:`label_prop.data.filelists.open_benchmark` (a benchmark of :mod:`label_prop.data.datasets` or a
+filelist) gives one :class:`~label_prop.data.plans.SequencePlan` per sequence, and
+:func:`label_prop.propagation.pipeline.segment_plan` segments it frame by frame
+(:class:`~label_prop.propagation.pipeline.VideoSegmenter`) with the encoder of :mod:`label_prop.propagation.features`
 and the settings of :class:`~label_prop.config.PropagationConfig`.
 
 MODEL is ``random``, a name (``checkpoints/NAME.pth``) or a weights file path; results go under
 ``<results-dir>/<model name>/BENCHMARK/`` (a filelist's name for filelists), where a file path's
-model name is its stem (:func:`label_prop.results.model_name`; ``run_metrics.sh`` maps MODEL the
+model name is its stem (:func:`label_prop.evaluation.results.model_name`; ``run_metrics.sh`` maps MODEL the
 same way). Outputs there:
 
 * ``<sequence>/<frame>.png``: object ids as a palette PNG (DAVIS palette) of the frame's size,
@@ -26,11 +26,11 @@ same way). Outputs there:
   appearance; filelists: flag-1 lines); the first annotated frame is the given annotation, void
   turned into background;
 * ``<results-dir>/<model name>/BENCHMARK.zip`` for davis17dev / ytvos18 / ytvos19 after a run over all
-  sequences: the server's layout (:mod:`label_prop.submission`); under torchrun rank 0 writes it
-  when every rank is done; shards run with ``--shard`` leave it to ``python -m label_prop.submission``;
+  sequences: the server's layout (:mod:`label_prop.evaluation.submission`); under torchrun rank 0 writes it
+  when every rank is done; shards run with ``--shard`` leave it to ``python -m label_prop.evaluation.submission``;
 * ``run-<UTC timestamp>.json`` (``run-<UTC timestamp>-shardIofN.json`` for a shard): the exact
   command, arguments, git revision, device, versions, the model (name and the weights file's full
-  path), the settings that determine the PNGs (:func:`label_prop.results.run_settings`), the
+  path), the settings that determine the PNGs (:func:`label_prop.evaluation.results.run_settings`), the
   encoder's input normalisation, the shard (index, count, its sequences; rank and world size
   under torchrun) and the measured seconds per frame (frame reading, feature extraction,
   propagation, writing) of each completed sequence (rewritten after each one);
@@ -41,7 +41,7 @@ replaces the old folder only when complete (:func:`hvc.runtime.staged_dir`), so 
 failed run (Ctrl-C, bad data, a full disk) never leaves a half-written sequence and never damages
 an earlier result. An existing sequence folder is never replaced without ``--overwrite``;
 ``--resume`` skips the sequences whose results are complete according to the run records
-(:func:`label_prop.results.completed_sequences`) and redoes the rest; sequences made with other
+(:func:`label_prop.evaluation.results.completed_sequences`) and redoes the rest; sequences made with other
 settings are an error, unless ``--overwrite`` is given too (then they are redone: the way to
 finish an interrupted ``--overwrite`` with new settings is the same command with ``--resume``). Score tables
 (``global_results*.csv``, ``per-sequence_results*.csv``) that summarise a rewritten sequence are
@@ -72,17 +72,17 @@ from hvc.output_lock import hold_output
 from hvc.hardware import describe
 from hvc.runtime import atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
 from label_prop.config import PropagationConfig
-from label_prop.datasets import parse_sequences
-from label_prop.features import (FrameEncoder, add_encoder_arguments, build_encoder, choose_encoder_precision,
+from label_prop.data.datasets import parse_sequences
+from label_prop.propagation.features import (FrameEncoder, add_encoder_arguments, build_encoder, choose_encoder_precision,
                                  resolve_model)
-from label_prop.filelists import READ_MASKS, open_benchmark
-from label_prop.io import overlay, write_jpeg, write_palette_png
-from label_prop.pipeline import Timings, segment_plan
-from label_prop.plans import Benchmark, SequencePlan, data_root
-from label_prop.results import (completed_sequences, model_name, overlays_root, remove_stale_summaries,
+from label_prop.data.filelists import READ_MASKS, open_benchmark
+from label_prop.data.io import overlay, write_jpeg, write_palette_png
+from label_prop.propagation.pipeline import Timings, segment_plan
+from label_prop.data.plans import Benchmark, SequencePlan, data_root
+from label_prop.evaluation.results import (completed_sequences, model_name, overlays_root, remove_stale_summaries,
                                 results_root, run_settings)
 from label_prop.shard import RULE, Shard, ShardGroup, run_together, shard_for_run
-from label_prop.submission import build_submission, submission_path
+from label_prop.evaluation.submission import build_submission, submission_path
 
 PROG = "bash scripts/run_test.sh"
 
@@ -138,7 +138,7 @@ def _resume(plans: list[SequencePlan], out_root: Path, ov_root: Path | None,
             settings: dict, overwrite: bool) -> tuple[list[SequencePlan], dict[str, str]]:
     """``--resume``: ``(plans still to do, {skipped sequence: the run record that lists it})``.
 
-    A sequence is skipped when :func:`label_prop.results.completed_sequences` says its results
+    A sequence is skipped when :func:`label_prop.evaluation.results.completed_sequences` says its results
     are complete and, with ``--save-overlays`` (``ov_root``), its overlays are all there too.
     With ``overwrite`` a sequence made with other settings is redone instead of refused.
 
@@ -227,7 +227,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     ov_root = overlays_root(args.results_dir, args.model, bench.name)
     locks.enter_context(hold_output(out_root, PROG, tag="run" if shard.whole else f"shard-{shard.index}-of-{shard.count}"))
     whole = bench.submission and not args.sequences and not args.split
-    # The zip needs every shard: built here unsharded, by rank 0 under torchrun, else by label_prop.submission.
+    # The zip needs every shard: built here unsharded, by rank 0 under torchrun, else by label_prop.evaluation.submission.
     zip_path = submission_path(args.results_dir, args.model, bench) if whole and (shard.whole or ctx.distributed) \
         else None
     model_path = resolve_model(args.model, args.checkpoints_dir)
@@ -262,7 +262,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
           + (f" ({len(skipped)} complete sequences skipped)" if skipped else ""))
     print(f"wrote {out_root}/<sequence>/*.png and {job.run_path}")
     if whole and zip_path is None:
-        print(f"when all {shard.count} shards are done: python -m label_prop.submission {args.model} {bench.name}"
+        print(f"when all {shard.count} shards are done: python -m label_prop.evaluation.submission {args.model} {bench.name}"
               f"{f' --results-dir {args.results_dir}' if str(args.results_dir) != 'results' else ''}")
     return job
 

@@ -8,7 +8,7 @@ Usage::
         [--checkpoints-dir checkpoints] [--moco FILE] [--device auto|cpu|cuda] [--seed 0] [--threads N]
 
 INPUT is a video file read with OpenCV (``.mp4``, ``.avi``, ...) or a folder of frames
-(``.jpg``/``.jpeg``/``.png``, sorted by name, all of one size; :mod:`label_prop.video`).
+(``.jpg``/``.jpeg``/``.png``, sorted by name, all of one size; :mod:`label_prop.data.video`).
 FIRST.png holds the object ids of the first frame (a palette PNG as DAVIS / YouTube-VOS, or
 greyscale ids; 255 = void; a 0/255 mask is object 1), at the frame size, with at least one object.
 
@@ -16,7 +16,7 @@ Writes DIR (refused when it holds files, unless ``--overwrite``):
 
 * ``00000.png, 00001.png, ...``: object ids per frame, palette PNGs (DAVIS palette);
 * ``overlay.mp4``: the frames with the objects' colours blended at 50 % (H.264, else ``mp4v``
-  with a warning: :class:`label_prop.video.OverlayWriter`; FPS of the input video, else ``--fps``);
+  with a warning: :class:`label_prop.data.video.OverlayWriter`; FPS of the input video, else ``--fps``);
 * ``segment.json``: the command, the model (name and file), the seed of a ``random`` encoder,
   the git revision of the code, the tracked objects, the frame
   count (and the header's count when a video decodes fewer frames: a warning), the overlay's
@@ -29,9 +29,9 @@ second ``segment`` on the same DIR fails at once (:func:`hvc.output_lock.hold_ou
 ``--overwrite`` replaces a DIR that holds only these outputs; other files in it
 are an error (they would be lost). A progress bar with the remaining time is shown on a terminal.
 
-Frames are decoded, segmented (:class:`label_prop.pipeline.VideoSegmenter`), written and dropped
+Frames are decoded, segmented (:class:`label_prop.propagation.pipeline.VideoSegmenter`), written and dropped
 one at a time, so memory does not grow with the video's length: it is the encoder, the engine's
-context buffer (``n_context + 1`` frames of features, :class:`label_prop.engine.ContextMemory`)
+context buffer (``n_context + 1`` frames of features, :class:`label_prop.propagation.engine.ContextMemory`)
 and one frame. Exit status: 0, 1 (bad data, or a folder that cannot be written), 2 (usage error),
 130 (interrupted), :mod:`hvc.runtime`.
 """
@@ -59,12 +59,12 @@ from hvc.errors import UsageError
 from hvc.runtime import (atomic_write, check_output_dir, git_revision, peak_rss_mib, resolve_device, run_cli,
                          staged_dir)
 from label_prop.config import PropagationConfig
-from label_prop.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
-from label_prop.io import read_annotation, write_palette_png
-from label_prop.pipeline import Timings, VideoSegmenter, require_objects
-from label_prop.plans import starting_ids
-from label_prop.results import model_name
-from label_prop.video import OverlayWriter, VideoFrames
+from label_prop.propagation.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
+from label_prop.data.io import read_annotation, write_palette_png
+from label_prop.propagation.pipeline import Timings, VideoSegmenter, require_objects
+from label_prop.data.plans import starting_ids
+from label_prop.evaluation.results import model_name
+from label_prop.data.video import OverlayWriter, VideoFrames
 
 PROG = "python -m label_prop.segment"
 #: The files this command writes into --out (anything else there is not replaced by --overwrite).

@@ -20,7 +20,7 @@ the union of the shards' PNGs is the unsharded run's (tested byte for byte).
 other at the end (:class:`ShardGroup`, a gloo process group over CPU objects only, whatever the
 device) and rank 0 builds the server zip (davis17dev, ytvos18/19) when every rank finished
 without error. Shards started with ``--shard`` know nothing of each other: build the zip when
-all are done with ``python -m label_prop.submission MODEL BENCHMARK``, which checks that every
+all are done with ``python -m label_prop.evaluation.submission MODEL BENCHMARK``, which checks that every
 expected PNG is there.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ Usage::
 ``--frames`` holds the sequence's JPEGs (e.g. ``$HVC_DATA_ROOT/DAVIS2016/JPEGImages/480p/blackswan``),
 ``--masks`` the palette PNGs of the same frame names that ``scripts/run_test.sh`` wrote (e.g.
 ``results/random/davis16/blackswan``). ``--count`` frames evenly spaced over the predicted ones are
-blended (DAVIS colours, :func:`label_prop.io.overlay`), scaled to ``--height`` pixels and joined
+blended (DAVIS colours, :func:`label_prop.data.io.overlay`), scaled to ``--height`` pixels and joined
 left to right. Relative paths are taken from the current directory. The README's picture is made
 this way (its command is in ``docs/benchmarks.md``).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from label_prop.io import overlay, read_frame, read_mask
+from label_prop.data.io import overlay, read_frame, read_mask
 
 
 def build_parser() -> argparse.ArgumentParser:

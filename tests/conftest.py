@@ -77,7 +77,7 @@ def make_davis_dataset(root: Path, folder: str = "DAVIS2016", imageset: str = "I
     """A tiny dataset in the official DAVIS layout under ``root``, ground truth for every frame:
     flat grey JPEGs, a moving box as object 1 (DAVIS-2016: 0/255 greyscale PNGs; ``multi``:
     palette PNGs with a fixed object 2 and a void line). Returns {seq: GT ids [T, H, W]}."""
-    from label_prop.io import write_palette_png
+    from label_prop.data.io import write_palette_png
 
     sh, sw = size
     gts = {}

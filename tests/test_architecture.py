@@ -1,7 +1,7 @@
 """The shape of the code: no import cycle between the modules of hvc, label_prop, scripts/ and
 benchmarks/, and no module
 imports a command-line module (label_prop's run, segment, demo and hvc.train are entry points only;
-hvc.export is the encoder-file library that label_prop.features loads encoders with, and also has
+hvc.export is the encoder-file library that label_prop.propagation.features loads encoders with, and also has
 a ``python -m hvc.export`` entry point of its own)."""
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_no_import_cycle():
     graph = import_graph()
-    assert {"label_prop.multiref", "label_prop.plans"} <= graph["label_prop.pipeline"]
+    assert {"label_prop.propagation.multiref", "label_prop.data.plans"} <= graph["label_prop.propagation.pipeline"]
     assert {"hvc.checkpoint", "hvc.runtime"} <= graph["hvc.export"]  # relative imports resolved
     assert "scripts.device_stages" in graph["scripts.device_check"]  # sibling scripts resolved
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
@@ -90,7 +90,7 @@ def test_no_import_cycle():
 
 def test_no_module_imports_a_command_line_module():
     graph = import_graph()
-    assert "hvc.trainer" in graph["hvc.train"] and "hvc.export" in graph["label_prop.features"]
+    assert "hvc.trainer" in graph["hvc.train"] and "hvc.export" in graph["label_prop.propagation.features"]
     importers = {m: sorted(deps & CLI_MODULES) for m, deps in graph.items() if deps & CLI_MODULES}
     assert importers == {}
 
@@ -100,6 +100,6 @@ def test_configs_and_tables_import_no_torch(module):
     """Settings are leaves: reading or validating a config never loads torch (or the trainer or
     the pipeline)."""
     code = (f"import sys, {module}; heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy') "
-            f"or m in ('hvc.trainer', 'label_prop.pipeline')); print(','.join(heavy))")
+            f"or m in ('hvc.trainer', 'label_prop.propagation.pipeline')); print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()[:200]}"

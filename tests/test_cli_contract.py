@@ -25,7 +25,7 @@ from hvc.checkpoint import CheckpointError, load_weights_file
 from hvc.train import main as train_main
 from label_prop import run as R
 from label_prop import segment as S
-from label_prop.io import write_palette_png
+from label_prop.data.io import write_palette_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, require_data
-from label_prop.features import build_encoder
+from label_prop.propagation.features import build_encoder
 
 MiB = 2 ** 20
 

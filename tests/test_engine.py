@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from label_prop import LabelPropagator, PropagationConfig, propagate
-from label_prop.reference import propagate_dense
+from label_prop.propagation.reference import propagate_dense
 
 P = PropagationConfig
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import resnet18, resnet50
 
-from label_prop import features as FE
+from label_prop.propagation import features as FE
 
 
 def _official_r18_state():

@@ -6,10 +6,10 @@ import pytest
 
 from conftest import require_data
 from label_prop import run as R
-from label_prop.io import read_annotation
-from label_prop.filelists import FILELIST_DIR, filelist_lines, read_filelist, write_filelists
-from label_prop.datasets import get_benchmark
-from label_prop.io import read_mask
+from label_prop.data.io import read_annotation
+from label_prop.data.filelists import FILELIST_DIR, filelist_lines, read_filelist, write_filelists
+from label_prop.data.datasets import get_benchmark
+from label_prop.data.io import read_mask
 from test_ytvos import build_ytvos
 
 

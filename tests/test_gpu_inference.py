@@ -1,11 +1,10 @@
 """Inference on GPUs: the engine's chunk sizes (rule, and results independent of them), features
-under autocast (``--amp-dtype``; bfloat16 runs on CPU too), and the CUDA path (tests marked
+under autocast (``--precision``; bfloat16 runs on CPU too), and the CUDA path (tests marked
 ``cuda``, skipped without a GPU: ``python -m pytest -q -m cuda``)."""
 from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +16,11 @@ from hvc.errors import UsageError
 from hvc.hardware import decide
 from label_prop import PropagationConfig, propagate
 from label_prop import run as R
-from label_prop.engine import CUDA_BUDGET_FRACTION, ChunkSizes, LabelPropagator, chunk_sizes
-from label_prop.features import FrameEncoder, build_encoder, random_resnet18
-from label_prop.pipeline import segment_frames
-from label_prop.synthetic import synthetic_clip
-from label_prop.window import WindowGeometry
+from label_prop.propagation.engine import CUDA_BUDGET_FRACTION, ChunkSizes, LabelPropagator, chunk_sizes
+from label_prop.propagation.features import FrameEncoder, build_encoder, random_resnet18
+from label_prop.propagation.pipeline import segment_frames
+from label_prop.data.synthetic import synthetic_clip
+from label_prop.propagation.window import WindowGeometry
 
 MiB = 2 ** 20
 
@@ -100,7 +99,7 @@ def test_bfloat16_features_on_cpu_are_close_to_float32(one_torch_thread):
 def test_run_records_the_precision(tmp_path, one_torch_thread, precision):
     from PIL import Image
 
-    from label_prop.io import write_palette_png
+    from label_prop.data.io import write_palette_png
     frames, masks = synthetic_clip(n_frames=4, size=(64, 80), radius=14)
     bench = tmp_path / "data" / "DAVIS2017-test-dev"
     (bench / "ImageSets" / "2017").mkdir(parents=True)

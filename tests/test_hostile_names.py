@@ -21,8 +21,8 @@ from PIL import Image
 from conftest import make_davis_dataset
 from hvc import runtime as RT
 from label_prop import run as R
-from label_prop.plans import check_name
-from label_prop.ytvos import YtvosBenchmark
+from label_prop.data.plans import check_name
+from label_prop.data.ytvos import YtvosBenchmark
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

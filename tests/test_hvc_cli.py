@@ -124,7 +124,7 @@ def test_new_flags_defaults_are_the_papers_and_are_validated(tmp_path, capsys):
 def test_precision_and_workers_resolution():
     import torch
 
-    from hvc.distributed import DistContext
+    from hvc.launch import DistContext
     from hvc.step import default_workers, resolve_precision
 
     cpu = torch.device("cpu")

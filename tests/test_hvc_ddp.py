@@ -69,7 +69,8 @@ def _worker(rank: int, world: int, ports: list, data: str, out: str) -> None:
     """One rank: the gradient probe, then a run stopped at step 2 and its resume (hvc.train.main)."""
     import torch.distributed as dist
 
-    from hvc.distributed import dist_context_from_env, setup_distributed, wrap_model
+    from hvc.distributed import setup_distributed, wrap_model
+    from hvc.launch import dist_context_from_env
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),

@@ -1,4 +1,4 @@
-"""``python -m hvc.export``: the export contract loaded strictly by label_prop.features."""
+"""``python -m hvc.export``: the export contract loaded strictly by label_prop.propagation.features."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from hvc.checkpoint import TRAIN_FORMAT, atomic_torch_save
 from hvc.tables import REFERENCE_CIFAR10_MEAN, REFERENCE_CIFAR10_STD
 from hvc.export import export_encoder, main as export_main, resnet18_keys
 from hvc.model import HVCModel
-from label_prop.features import CheckpointError, build_encoder
+from label_prop.propagation.features import CheckpointError, build_encoder
 
 
 def layer3_features(encoder, x, mean, std):

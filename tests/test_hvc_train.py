@@ -11,7 +11,7 @@ import torch
 from hvc.checkpoint import load_checkpoint
 from hvc.export import main as export_main
 from hvc.train import main as train_main
-from label_prop.features import build_encoder
+from label_prop.propagation.features import build_encoder
 
 from conftest import require_data
 

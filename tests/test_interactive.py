@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import require_data
-from label_prop.datasets import get_benchmark
-from label_prop.features import build_encoder
+from label_prop.data.datasets import get_benchmark
+from label_prop.propagation.features import build_encoder
 from label_prop.interactive import InteractiveConfig, InteractiveSession
 from label_prop.interactive import run as IR
 from label_prop.config import PropagationConfig
@@ -20,8 +20,8 @@ from label_prop.interactive.robot import error_regions, first_frame, robot_scrib
 from label_prop.interactive.scoring import COLUMNS, summarize
 from label_prop.interactive.scribbles import check_scribbles, rasterize, scribbles_to_json
 from label_prop.interactive.seeded import SeedConfig, scribble_mask
-from label_prop.io import read_mask, write_palette_png
-from label_prop.metrics import region_similarity
+from label_prop.data.io import read_mask, write_palette_png
+from label_prop.evaluation.metrics import region_similarity
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 

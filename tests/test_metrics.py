@@ -1,4 +1,4 @@
-"""Tests of the DAVIS metrics (label_prop.metrics) and the metrics CLI (label_prop.evaluate)."""
+"""Tests of the DAVIS metrics (label_prop.evaluation.metrics) and the metrics CLI (label_prop.evaluate)."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,8 @@ from PIL import Image
 
 from conftest import REPO_ROOT, make_davis_dataset, require_data
 from label_prop import evaluate as ev
-from label_prop import metrics as M
-from label_prop.io import read_mask, write_palette_png
+from label_prop.evaluation import metrics as M
+from label_prop.data.io import read_mask, write_palette_png
 
 H, W = 480, 854  # DAVIS 480p: boundary tolerance ceil(0.008 * 979.6) = 8 pixels
 

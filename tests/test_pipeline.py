@@ -12,8 +12,8 @@ from skimage import data as skdata
 from hvc.errors import EXIT_DATA, EXIT_USAGE, UsageError
 from hvc.runtime import resolve_device, run_cli
 from label_prop.config import PropagationConfig
-from label_prop.features import FrameEncoder, random_resnet18
-from label_prop.pipeline import VideoSegmenter, segment_frames
+from label_prop.propagation.features import FrameEncoder, random_resnet18
+from label_prop.propagation.pipeline import VideoSegmenter, segment_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CFG = PropagationConfig(n_context=2, radius=4, topk=5)

@@ -31,11 +31,11 @@ from conftest import REPO_ROOT, copy_davis16, make_davis_dataset
 from hvc import runtime as RT
 from hvc.checkpoint import CheckpointError, load_checkpoint
 from label_prop import evaluate as ev
-from label_prop import results as RS
+from label_prop.evaluation import results as RS
 from label_prop import run as R
 from label_prop import segment as S
-from label_prop import video as V
-from label_prop.io import read_mask, write_palette_png
+from label_prop.data import video as V
+from label_prop.data.io import read_mask, write_palette_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

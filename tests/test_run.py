@@ -15,8 +15,8 @@ from skimage import data as skdata
 
 from conftest import REPO_ROOT, require_data
 from label_prop import run as R
-from label_prop.io import DAVIS_PALETTE, read_mask, write_palette_png
-from label_prop.pipeline import first_frame_labels, labels_to_ids
+from label_prop.data.io import DAVIS_PALETTE, read_mask, write_palette_png
+from label_prop.propagation.pipeline import first_frame_labels, labels_to_ids
 
 
 def test_first_frame_labels_void_and_ids():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import require_data
 from label_prop import segment as S
-from label_prop.io import read_mask, write_palette_png
+from label_prop.data.io import read_mask, write_palette_png
 
 W, H, N = 112, 64, 8
 

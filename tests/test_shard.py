@@ -19,7 +19,7 @@ from conftest import REPO_ROOT, require_data
 from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
 from hvc.errors import UsageError
 from label_prop import run as R
-from label_prop.io import write_palette_png
+from label_prop.data.io import write_palette_png
 from label_prop.shard import Shard, ShardGroup, assign_shards, run_together, shard_for_run
 
 
@@ -212,7 +212,7 @@ def test_torchrun_builds_the_zip_when_every_shard_is_done_and_shards_leave_it(tm
     # --shard: no zip (a shard cannot know the others are done); the hint names the command
     sh = tmp_path / "sh"
     assert R.main(["random", "davis17dev", "--shard", "1/2", "--results-dir", str(sh), *common]) == 0
-    assert "python -m label_prop.submission random davis17dev" in capsys.readouterr().out
+    assert "python -m label_prop.evaluation.submission random davis17dev" in capsys.readouterr().out
     assert not (sh / "random" / "davis17dev.zip").exists()
 
     proc = _torchrun(["random", "davis17dev", "--results-dir", str(tmp_path / "tr"), *common], REPO_ROOT)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import require_data
 from label_prop.config import PropagationConfig
-from label_prop.datasets import SPLITS, get_benchmark, parse_sequences, split_sequences
-from label_prop.features import random_resnet18, FrameEncoder, scaled_size
-from label_prop.pipeline import segment_frames
+from label_prop.data.datasets import SPLITS, get_benchmark, parse_sequences, split_sequences
+from label_prop.propagation.features import random_resnet18, FrameEncoder, scaled_size
+from label_prop.propagation.pipeline import segment_frames
 
 
 @pytest.mark.data

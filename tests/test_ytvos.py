@@ -15,13 +15,13 @@ from PIL import Image
 from conftest import require_data
 from label_prop import run as R
 from label_prop.config import PropagationConfig
-from label_prop.datasets import get_benchmark
-from label_prop.engine import LabelPropagator
-from label_prop.features import build_encoder
-from label_prop.io import DAVIS_PALETTE, read_mask, write_palette_png
-from label_prop.multiref import MultiRefPropagator, hvc_unnormalised_merge, masks_on_grid
-from label_prop.pipeline import first_frame_labels, labels_to_ids, segment_frames
-from label_prop.submission import build_submission
+from label_prop.data.datasets import get_benchmark
+from label_prop.propagation.engine import LabelPropagator
+from label_prop.propagation.features import build_encoder
+from label_prop.data.io import DAVIS_PALETTE, read_mask, write_palette_png
+from label_prop.propagation.multiref import MultiRefPropagator, hvc_unnormalised_merge, masks_on_grid
+from label_prop.propagation.pipeline import first_frame_labels, labels_to_ids, segment_frames
+from label_prop.evaluation.submission import build_submission
 
 SIZE = (112, 64)  # (W, H) of the downscaled real frames
 

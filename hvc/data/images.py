@@ -34,7 +34,6 @@ from torch.utils.data import Dataset
 
 from ..config import DEFAULT_SCALE
 from .crops import DEFAULT_RATIO, RandomResizedCropCoord, two_view_crops
-from .sampler import EpochSampler  # noqa: F401  (re-exported: its home was this module)
 
 PathLike = Union[str, os.PathLike]
 

@@ -5,7 +5,6 @@ recommended next frame, and a local scorer after the DAVIS interactive protocol.
   masks in, masks of every frame, reliability scores and a recommended frame out;
 * :mod:`~label_prop.interactive.scribbles` -- strokes per label in pixel coordinates;
 * :mod:`~label_prop.interactive.seeded` -- strokes to a frame's mask (random walker / feature kNN);
-* :mod:`~label_prop.interactive.propagation` -- the adapter to the propagation engine;
 * :mod:`~label_prop.interactive.robot` -- the protocol's scribble robot, from ground truth;
 * :mod:`~label_prop.interactive.scoring`, :mod:`~label_prop.interactive.protocol` -- J&F per
   interaction, AUC-J&F, J&F@60s, and the loop over one sequence;

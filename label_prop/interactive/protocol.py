@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hvc.errors import UsageError
-from label_prop.features import FrameEncoder
+from label_prop.propagation.features import FrameEncoder
 from label_prop.interactive.robot import RobotConfig, first_frame, robot_scribbles
 from label_prop.interactive.scoring import frame_scores
 from label_prop.interactive.session import InteractiveConfig, InteractiveSession

@@ -35,7 +35,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spannin
 from skimage.morphology import disk, skeletonize
 
 from hvc.errors import UsageError
-from label_prop.io import VOID_ID
+from label_prop.data.io import VOID_ID
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Usage::
 BENCHMARK is ``davis16`` or ``davis17`` (the DAVIS layout with ground truth for every frame; the
 protocol needs it). Every sequence goes through :func:`label_prop.interactive.protocol.run_sequence`.
 Written into ``<results-dir>/<model name>/interactive/BENCHMARK/FRAME_CHOICE/`` (a ``.pth`` MODEL
-path is named by its stem, :func:`label_prop.results.model_name`):
+path is named by its stem, :func:`label_prop.evaluation.results.model_name`):
 
 * ``interactive_results.csv``: one row per sequence and interaction (``sequence, interaction,
   annotated_frame, J, F, J&F, seconds, objects``), rewritten atomically after every sequence;
@@ -44,15 +44,15 @@ from hvc.errors import UsageError
 from hvc.hardware import in_words
 from hvc.runtime import atomic_write, git_revision, resolve_device, run_cli, staged_dir
 from label_prop.config import PropagationConfig
-from label_prop.datasets import get_benchmark, parse_sequences
-from label_prop.features import add_encoder_arguments, build_encoder
+from label_prop.data.datasets import get_benchmark, parse_sequences
+from label_prop.propagation.features import add_encoder_arguments, build_encoder
 from label_prop.interactive.protocol import FRAME_CHOICES, ProtocolConfig, run_sequence
 from label_prop.interactive.scoring import COLUMNS, summarize
 from label_prop.interactive.seeded import METHODS, SeedConfig
 from label_prop.interactive.session import FEATURE_DTYPES, InteractiveConfig
-from label_prop.io import VOID_ID, read_frame, read_mask, write_palette_png
-from label_prop.plans import Benchmark, data_root
-from label_prop.results import model_name
+from label_prop.data.io import VOID_ID, read_frame, read_mask, write_palette_png
+from label_prop.data.plans import Benchmark, data_root
+from label_prop.evaluation.results import model_name
 
 PROG = "bash scripts/run_interactive.sh"
 RESULTS_CSV = "interactive_results.csv"

@@ -2,7 +2,7 @@
 arXiv:1803.00557, and the davis-interactive documentation), with our DAVIS metrics.
 
 After each interaction every frame of the sequence is scored (J and F of
-:mod:`label_prop.metrics`, per object, all frames: the annotated ones and the first and last
+:mod:`label_prop.evaluation.metrics`, per object, all frames: the annotated ones and the first and last
 included, as the interactive protocol does) and the figures of a run are:
 
 * **J&F per interaction**: ``(J + F) / 2``, J and F the means over the frames and objects of a
@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from label_prop.metrics import evaluate_sequence
+from label_prop.evaluation.metrics import evaluate_sequence
 
 #: Columns of ``interactive_results.csv`` (one row per sequence and interaction).
 COLUMNS = ["sequence", "interaction", "annotated_frame", "J", "F", "J&F", "seconds", "objects"]
@@ -46,7 +46,7 @@ def frame_scores(pred: np.ndarray, gt: np.ndarray, object_ids: Sequence[int], bi
         binary: DAVIS-2016 single-object scoring (prediction and ground truth binarised).
 
     Raises:
-        ValueError: see :func:`label_prop.metrics.evaluate_sequence`.
+        ValueError: see :func:`label_prop.evaluation.metrics.evaluate_sequence`.
     """
     s = evaluate_sequence(pred, gt, None if binary else list(object_ids), single_object=binary,
                           ignore_void=False, skip_first_last=False)

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from label_prop.io import VOID_ID
+from label_prop.data.io import VOID_ID
 
 #: Label of background strokes.
 BACKGROUND = 0

@@ -30,7 +30,7 @@ from skimage.morphology import disk
 from skimage.segmentation import random_walker
 
 from hvc.errors import UsageError
-from label_prop.features import scaled_size
+from label_prop.propagation.features import scaled_size
 from label_prop.interactive.scribbles import UNLABELED
 
 METHODS = ("random_walker", "feature_knn")

@@ -28,7 +28,7 @@ per frame, float16 by default: 3.3 MB per 854x480 frame at full input size, ``C 
 60x107 grid; 0.83 MB at ``propagation.input_size=240``), the masks (``H * W`` bytes per frame) and the
 propagated soft labels (``K * h * w`` float32 per frame, 77 kB at 480p with ``K = 3``). One
 propagation at a time holds the engine's context buffer (see
-:class:`label_prop.engine.LabelPropagator`).
+:class:`label_prop.propagation.engine.LabelPropagator`).
 """
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ import torch.nn.functional as F
 
 from hvc.errors import UsageError
 from label_prop.config import PropagationConfig
-from label_prop.features import FrameEncoder
-from label_prop.interactive.propagation import propagate_from
+from label_prop.propagation.features import FrameEncoder
 from label_prop.interactive.scribbles import check_scribbles, merge_scribbles, rasterize
 from label_prop.interactive.seeded import SeedConfig, scribble_mask
-from label_prop.io import VOID_ID
-from label_prop.multiref import masks_on_grid
-from label_prop.pipeline import labels_to_ids
+from label_prop.data.io import VOID_ID
+from label_prop.propagation.engine import LabelPropagator
+from label_prop.propagation.multiref import masks_on_grid
+from label_prop.propagation.pipeline import labels_to_ids
 
 FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -261,10 +261,10 @@ class InteractiveSession:
         cfg = self.config.propagation
         fwd = bwd = None
         if a is not None:
-            fwd = list(propagate_from(self.features[a], self._annotated[a], [self.features[t] for t in frames], cfg))
+            fwd = _propagate(self.features[a], self._annotated[a], [self.features[t] for t in frames], cfg)
         if b is not None:
-            bwd = list(propagate_from(self.features[b], self._annotated[b],
-                                      [self.features[t] for t in reversed(frames)], cfg))[::-1]
+            bwd = _propagate(self.features[b], self._annotated[b], [self.features[t] for t in reversed(frames)],
+                             cfg)[::-1]
         for i, t in enumerate(frames):
             if fwd is not None and bwd is not None:
                 wb = (t - a) / (b - a)
@@ -286,3 +286,28 @@ def _reliability(y: torch.Tensor, fwd: torch.Tensor | None, bwd: torch.Tensor | 
         fg |= d > 0
     fg = F.max_pool2d(fg[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
     return float(conf[fg].mean()) if fg.any() else float(conf.mean())
+
+
+@torch.no_grad()
+def _propagate(anchor_feat: torch.Tensor, anchor_labels: torch.Tensor, feats: Sequence[torch.Tensor],
+               config: PropagationConfig) -> list[torch.Tensor]:
+    """An annotated frame's soft labels propagated through ``feats`` in the order given (later frames
+    forwards, earlier ones in reverse order backwards): the annotated frame is the engine's frame 0,
+    the propagated soft labels its short-term context (the CRW / HVC protocol, docs/method.md).
+
+    Args:
+        anchor_feat: ``[C, h, w]`` features of the annotated frame (L2-normalised; used as float32 on
+            its device, where the engine runs).
+        anchor_labels: ``[K, h, w]`` its soft labels (channel 0 = background).
+        feats: the frames to label, each ``[C, h, w]``, in propagation order.
+
+    Returns:
+        ``[K, h, w]`` float32 soft labels of each frame of ``feats``, in order (soft: the two
+        directions are fused before the argmax).
+
+    Raises:
+        ValueError: shapes disagree (from the engine).
+    """
+    dev = anchor_feat.device
+    prop = LabelPropagator(anchor_feat.to(dev, torch.float32), anchor_labels.to(dev, torch.float32), config)
+    return [prop.step(f.to(dev, torch.float32)) for f in feats]

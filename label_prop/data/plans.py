@@ -1,9 +1,9 @@
 """What every dataset layout shares: the data root, the :class:`Benchmark` interface, the
 :class:`SequencePlan` it produces for each sequence, and the rule for where an object starts.
 
-One :class:`Benchmark` subclass per layout family: :class:`label_prop.davis.DavisBenchmark`,
-:class:`label_prop.ytvos.YtvosBenchmark`, :class:`label_prop.filelists.FilelistBenchmark`; the
-named benchmarks are in :mod:`label_prop.datasets`. The runner only sees plans.
+One :class:`Benchmark` subclass per layout family: :class:`label_prop.data.davis.DavisBenchmark`,
+:class:`label_prop.data.ytvos.YtvosBenchmark`, :class:`label_prop.data.filelists.FilelistBenchmark`; the
+named benchmarks are in :mod:`label_prop.data.datasets`. The runner only sees plans.
 
 **Where an object starts** (:func:`starting_ids`, the one rule for plans, filelists and the
 streaming pipeline): at the first frame, in frame order, whose annotation contains its id,
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hvc.errors import UsageError
-from label_prop.io import VOID_ID
+from label_prop.data.io import VOID_ID
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from label_prop.plans import Benchmark, SequencePlan, check_name, numbering_gaps, select_sequences
+from label_prop.data.plans import Benchmark, SequencePlan, check_name, numbering_gaps, select_sequences
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +39,7 @@ class DavisBenchmark(Benchmark):
 
         Raises:
             FileNotFoundError: the list is missing. ValueError: a line is not a plain name
-                (:func:`label_prop.plans.check_name`: the message names the file and line).
+                (:func:`label_prop.data.plans.check_name`: the message names the file and line).
         """
         listfile = self.dir(root) / self.imageset
         if not listfile.is_file():

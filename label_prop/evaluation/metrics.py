@@ -6,7 +6,7 @@ Pure functions on numpy arrays (no file I/O). They reproduce the official DAVIS 
 * :func:`region_similarity` -- ``davis2017/metrics.py::db_eval_iou`` (Jaccard index);
 * :func:`boundary_f_measure` -- ``davis2017/metrics.py::f_measure`` (with ``_seg2bmap``);
 * :func:`db_statistics`, :func:`summarize` -- ``davis2017/utils.py::db_statistics`` (Mean,
-  Recall, Decay) and the dataset means (:mod:`label_prop.statistics`, re-exported here);
+  Recall, Decay) and the dataset means (:mod:`label_prop.evaluation.statistics`, re-exported here);
 * :func:`evaluate_sequence` -- ``davis2017/evaluation.py::DAVISEvaluation.evaluate`` for the
   semi-supervised task (objects 1..N of the first-frame annotation, first and last frames
   excluded), with the ``single_object`` mode of the DAVIS-2016 evaluation.
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from skimage.morphology import disk
 
-from label_prop.io import VOID_ID
-from label_prop.statistics import RECALL_TH, Statistics, db_statistics, decay_bins, summarize
+from label_prop.data.io import VOID_ID
+from label_prop.evaluation.statistics import RECALL_TH, Statistics, db_statistics, decay_bins, summarize
 
 #: Boundary tolerance of the official F measure, as a fraction of the image diagonal.
 BOUND_TH = 0.008

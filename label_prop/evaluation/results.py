@@ -218,7 +218,7 @@ def completed_sequences(out_dir: str | os.PathLike, plans: Collection[Any], sett
 
     Args:
         out_dir: ``results/MODEL/BENCHMARK``.
-        plans: the :class:`~label_prop.plans.SequencePlan` of each requested sequence.
+        plans: the :class:`~label_prop.data.plans.SequencePlan` of each requested sequence.
         settings: this run's :func:`run_settings`.
         redo_other_settings: a sequence made with other settings counts as not complete
             (``--resume --overwrite``) instead of being an error.

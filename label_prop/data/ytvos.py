@@ -15,7 +15,7 @@ appearance on.
 Rules:
 
 * an object starts at its first appearance: the first frame listed for it in meta.json whose
-  Annotations PNG contains its id (:func:`label_prop.plans.starting_ids`); that PNG is the only
+  Annotations PNG contains its id (:func:`label_prop.data.plans.starting_ids`); that PNG is the only
   annotation read for it;
 * the frames propagated are all frames from the first frame where any object starts;
 * the frames written (and zipped) are the meta.json frames of the video (union over its
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from label_prop.io import read_mask
-from label_prop.plans import Benchmark, SequencePlan, check_name, select_sequences, starting_ids
+from label_prop.data.io import read_mask
+from label_prop.data.plans import Benchmark, SequencePlan, check_name, select_sequences, starting_ids
 
 @lru_cache(maxsize=8)
 def _load_meta(path: str, mtime: float) -> dict:

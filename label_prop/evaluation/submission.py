@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m label_prop.submission MODEL BENCHMARK [--results-dir results] [--data-root PATH] [--overwrite]
+    python -m label_prop.evaluation.submission MODEL BENCHMARK [--results-dir results] [--data-root PATH] [--overwrite]
 
 reads ``<results-dir>/MODEL/BENCHMARK/<sequence>/<frame>.png`` and writes
 ``<results-dir>/MODEL/BENCHMARK.zip``:
@@ -27,12 +27,13 @@ from typing import Sequence
 
 from hvc.errors import UsageError
 from hvc.runtime import atomic_write, run_cli
-from label_prop.datasets import Benchmark, get_benchmark
-from label_prop.results import model_name, results_root
+from label_prop.data.datasets import get_benchmark
+from label_prop.data.plans import Benchmark
+from label_prop.evaluation.results import model_name, results_root
 
 
 def submission_path(results_dir: str | os.PathLike, model: str, bench: Benchmark) -> Path:
-    """``<results_dir>/<model name>/<benchmark>.zip`` (:func:`label_prop.results.model_name`)."""
+    """``<results_dir>/<model name>/<benchmark>.zip`` (:func:`label_prop.evaluation.results.model_name`)."""
     return Path(results_dir) / model_name(model) / f"{bench.name}.zip"
 
 
@@ -103,7 +104,7 @@ def build_submission(bench: Benchmark | str, pred_dir: str | os.PathLike, zip_pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m label_prop.submission",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m label_prop.evaluation.submission",
                                 description="Zip predictions in the layout of the benchmark's server.")
     p.add_argument("model", metavar="MODEL", help="as given to run_test.sh (a .pth path maps to its stem)")
     p.add_argument("benchmark", metavar="BENCHMARK", help="davis17dev, ytvos18 or ytvos19")
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                root=args.data_root, overwrite=args.overwrite)
         with zipfile.ZipFile(out) as zf:
             print(f"wrote {out} ({len(zf.namelist())} PNGs)")
-    return run_cli("python -m label_prop.submission", job)
+    return run_cli("python -m label_prop.evaluation.submission", job)
 
 
 if __name__ == "__main__":

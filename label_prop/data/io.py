@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hvc.runtime import atomic_write  # noqa: F401  one atomic writer for both packages (re-exported)
+from hvc.runtime import atomic_write
+
 
 #: Id of void pixels in DAVIS-2017 / YouTube-VOS annotations (ignored: never an object).
 VOID_ID = 255

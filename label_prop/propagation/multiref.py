@@ -9,7 +9,7 @@ When new objects start at ``t``, their given masks override the merged predictio
 becomes a new reference. The merged soft labels of every frame are pushed into every
 reference's context.
 
-Here each reference is one :class:`~label_prop.engine.LabelPropagator` started at ``t0`` with
+Here each reference is one :class:`~label_prop.propagation.engine.LabelPropagator` started at ``t0`` with
 the merged labels of ``t0`` (so its context is exactly HVC's: frame ``t0``, global, plus
 ``max(tau, t0)`` for the last ``n_context`` frames, local).
 
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from label_prop.config import PropagationConfig
-from label_prop.engine import LabelPropagator
+from label_prop.propagation.engine import LabelPropagator
 
 #: Below this channel sum the renormalised merge falls back to the mean of the references.
 MERGE_EPS = 1e-6

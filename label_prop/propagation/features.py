@@ -36,7 +36,7 @@ from hvc.checkpoint import load_weights_file
 from hvc.export import IMAGENET, CheckpointError, Normalization, load_encoder, load_state_strict
 from hvc.errors import UsageError
 from hvc.hardware import PRECISIONS, PrecisionChoice, encoder_precision
-from label_prop.results import is_model_path, model_name
+from label_prop.evaluation.results import is_model_path, model_name
 
 __all__ = ["MERGE_LAMBDA", "CheckpointError", "FrameEncoder", "ResNet50Layer3", "add_encoder_arguments",
            "build_encoder", "choose_encoder_precision", "load_mocov1", "load_resnet18", "random_resnet18", "resolve_model", "scaled_size"]
@@ -214,12 +214,12 @@ def random_resnet18(seed: int = 0) -> ResNetStride8:
 
 def resolve_model(model: str, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path | None:
     """The weights file of a MODEL argument: ``random`` -> None; a weights file path (suffix
-    ``.pth``/``.pt``/``.tar``, :func:`label_prop.results.is_model_path`) -> that path; a name
+    ``.pth``/``.pt``/``.tar``, :func:`label_prop.evaluation.results.is_model_path`) -> that path; a name
     -> ``<checkpoints_dir>/NAME.pth``.
 
     Raises:
         FileNotFoundError: the file does not exist (names it; for a name, also how to make one).
-        UsageError: a name that is not a plain folder name (:func:`label_prop.results.model_name`).
+        UsageError: a name that is not a plain folder name (:func:`label_prop.evaluation.results.model_name`).
     """
     if model == "random":
         return None

@@ -1,22 +1,22 @@
 """The named benchmarks, their fixed dev / held-out halves, and the ``--sequences`` / ``--split`` choice.
 
-Datasets are found under the data root (:func:`label_prop.plans.data_root`: the ``root`` argument,
+Datasets are found under the data root (:func:`label_prop.data.plans.data_root`: the ``root`` argument,
 else ``$HVC_DATA_ROOT``, else ``./data``):
 
-* ``davis16``, ``davis17``, ``davis17dev``: DAVIS layout, :class:`label_prop.davis.DavisBenchmark`;
-* ``ytvos18``, ``ytvos19``: YouTube-VOS validation layout, :class:`label_prop.ytvos.YtvosBenchmark`.
+* ``davis16``, ``davis17``, ``davis17dev``: DAVIS layout, :class:`label_prop.data.davis.DavisBenchmark`;
+* ``ytvos18``, ``ytvos19``: YouTube-VOS validation layout, :class:`label_prop.data.ytvos.YtvosBenchmark`.
 
-A filelist is a third family (:class:`label_prop.filelists.FilelistBenchmark`, opened by
-:func:`label_prop.filelists.open_benchmark` from a name or a path). Every benchmark turns a
-sequence into a :class:`~label_prop.plans.SequencePlan` (``bench.plan(seq, root)``): the frames to
+A filelist is a third family (:class:`label_prop.data.filelists.FilelistBenchmark`, opened by
+:func:`label_prop.data.filelists.open_benchmark` from a name or a path). Every benchmark turns a
+sequence into a :class:`~label_prop.data.plans.SequencePlan` (``bench.plan(seq, root)``): the frames to
 propagate, which to write, and which annotations to read.
 """
 from __future__ import annotations
 
 from hvc.errors import UsageError
-from label_prop.davis import DavisBenchmark
-from label_prop.plans import Benchmark, SequencePlan, data_root  # noqa: F401  (the dataset API in one place)
-from label_prop.ytvos import YtvosBenchmark
+from label_prop.data.davis import DavisBenchmark
+from label_prop.data.plans import Benchmark
+from label_prop.data.ytvos import YtvosBenchmark
 
 BENCHMARKS: dict[str, Benchmark] = {
     "davis16": DavisBenchmark(name="davis16", folder="DAVIS2016", imageset="ImageSets/2016/val.txt", binary=True,

@@ -20,7 +20,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from label_prop.io import overlay, read_frame
+from label_prop.data.io import overlay, read_frame
 
 try:  # ships its own ffmpeg binary (setup.cfg); optional at run time, see OverlayWriter
     import imageio_ffmpeg

@@ -9,9 +9,9 @@ as wide as the radius allows for the tile's nearest query row (808 cells for 8 x
 radius 12, against 900 for the bounding square).
 
 The context frames live in a ring buffer laid out ``[rows, cols, slot, C]`` (zero-padded by
-``P``; :class:`label_prop.engine.ContextMemory`), so one region row over all filled slots is a
+``P``; :class:`label_prop.propagation.engine.ContextMemory`), so one region row over all filled slots is a
 contiguous ``[cols * slots, C]`` block: :func:`local_topk` scores the tiles of a tile row
-(``tiles_per_batch`` at a time, :func:`label_prop.engine.chunk_sizes`) with one batched matrix
+(``tiles_per_batch`` at a time, :func:`label_prop.propagation.engine.chunk_sizes`) with one batched matrix
 product per region row and no copy, then takes an exact top-k in two stages over each region
 cell's maximum across the slots.
 """
@@ -68,7 +68,7 @@ class WindowGeometry:
         query_tile: tile size in cells, ``B`` (square) or ``(Bh, Bw)``; a speed knob only.
         device: where the index tensors live.
         tiles_per_batch: tiles of one tile row scored together (at most the row's ``ntx``; default
-            ``min(ntx, 16)``); a speed/memory knob only (:func:`label_prop.engine.chunk_sizes`).
+            ``min(ntx, 16)``); a speed/memory knob only (:func:`label_prop.propagation.engine.chunk_sizes`).
 
     Attributes (all derived from the above): ``Bh, Bw`` (tile, clipped to the grid), ``P``
     (padding: the largest integer offset within the radius), ``nty, ntx`` (tiles per column /

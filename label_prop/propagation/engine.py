@@ -2,19 +2,19 @@
 
 The protocol (Jabri et al. 2020, "Space-Time Correspondence as a Contrastive Random Walk", as
 used unchanged by Araslanov et al. 2021 and HVC, Pei et al. arXiv 2404.13505; docs/method.md,
-"Label propagation"; its dense statement is :mod:`label_prop.reference`): to label frame ``t`` the
+"Label propagation"; its dense statement is :mod:`label_prop.propagation.reference`): to label frame ``t`` the
 *context* is
 
 * frame 0 as long-term memory, every key position (no spatial limit), and
 * one short-term entry for each ``tau`` in ``t - n_context ... t - 1``, the entry being frame
   ``max(tau, 0)`` (so early frames see repeated copies of frame 0), restricted to key positions
-  within the radius of the query (:func:`label_prop.window.within_radius`).
+  within the radius of the query (:func:`label_prop.propagation.window.within_radius`).
 
 Each query position takes the ``topk`` highest dot products over all candidates of all entries;
 its soft label is ``sum_i softmax(score / temperature)_i * label_i`` over those ``topk``. The
 predicted soft labels (not the argmax) are the context labels of later frames.
 
-Here only the local windows are computed (:mod:`label_prop.window`), frame 0 is scored densely,
+Here only the local windows are computed (:mod:`label_prop.propagation.window`), frame 0 is scored densely,
 and the duplicate copies of frame 0 enter the top-k by *multiplicity* instead of as copies
 (:func:`weighted_topk_labels`), which gives the dense computation's result (a candidate repeated
 ``m`` times takes up to ``m`` of the top-k slots, each with the same weight).
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from label_prop.config import PropagationConfig
-from label_prop.window import TileScratch, WindowGeometry, local_topk, region_rows
+from label_prop.propagation.window import TileScratch, WindowGeometry, local_topk, region_rows
 
 #: Fraction of a GPU's memory each of the engine's two scratch buffers (frame-0 affinity chunk,
 #: scores of a batch of tiles) may take (module docstring, "Chunk sizes").
@@ -186,7 +186,7 @@ class LabelPropagator:
         first_labels: frame 0 soft labels ``[K, h, w]`` (channel 0 = background; channels
             should sum to 1 at each position; not enforced).
         config: the protocol (topk, temperature, radius, n_context; default HVC's).
-        query_tile: query tile size in grid cells (:class:`~label_prop.window.WindowGeometry`);
+        query_tile: query tile size in grid cells (:class:`~label_prop.propagation.window.WindowGeometry`);
             a speed knob only, the result does not depend on it.
         query_chunk: queries per chunk of the dense frame-0 affinity (bounds its memory:
             ``query_chunk * h * w * 4`` bytes).

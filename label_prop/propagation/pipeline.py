@@ -3,7 +3,7 @@
 
 Intended use::
 
-    encoder = build_encoder("random", device="cpu")          # label_prop.features; sets the device
+    encoder = build_encoder("random", device="cpu")          # label_prop.propagation.features; sets the device
     seg = VideoSegmenter(encoder, PropagationConfig(n_context=20))
     for t, image in enumerate(frames):                       # [H, W, 3] uint8 RGB
         ids = seg.step(image, first_mask if t == 0 else None)    # [H, W] uint8 object ids
@@ -13,9 +13,9 @@ Intended use::
 
 :class:`VideoSegmenter` owns the encoder call, the map of object ids to label channels
 (:class:`ObjectChannels`; objects may start mid-video) and the multi-reference propagation
-(:class:`label_prop.multiref.MultiRefPropagator`, one :class:`label_prop.engine.LabelPropagator`
+(:class:`label_prop.propagation.multiref.MultiRefPropagator`, one :class:`label_prop.propagation.engine.LabelPropagator`
 per start frame). :func:`segment_frames` (a first-frame mask) and :func:`segment_plan` (a
-dataset's :class:`~label_prop.plans.SequencePlan`) drive it over whole videos.
+dataset's :class:`~label_prop.data.plans.SequencePlan`) drive it over whole videos.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from label_prop.config import PropagationConfig
-from label_prop.features import FrameEncoder
-from label_prop.io import read_annotation, read_frame
-from label_prop.multiref import MultiRefPropagator, masks_on_grid
-from label_prop.plans import SequencePlan, starting_ids
+from label_prop.propagation.features import FrameEncoder
+from label_prop.data.io import read_annotation, read_frame
+from label_prop.propagation.multiref import MultiRefPropagator, masks_on_grid
+from label_prop.data.plans import SequencePlan, starting_ids
 
 
 @dataclass
@@ -84,7 +84,7 @@ def first_frame_labels(mask: np.ndarray, grid: tuple[int, int],
     Returns:
         ``(labels [K, h, w] float32, ids [K] uint8)``: channel 0 is the background, channel
         ``c`` the object ``ids[c]``; the one-hot ``[K, H, W]`` mask downsampled bilinearly with
-        ``align_corners=True`` (:func:`label_prop.multiref.masks_on_grid`).
+        ``align_corners=True`` (:func:`label_prop.propagation.multiref.masks_on_grid`).
 
     Raises:
         ValueError: ``mask`` is not 2-D, or a requested object id is absent from it.
@@ -154,7 +154,7 @@ class VideoSegmenter:
         timings: accumulator of the seconds per stage (default: a new one, :attr:`timings`).
 
     Attributes:
-        propagator: the :class:`~label_prop.multiref.MultiRefPropagator`, None before the first
+        propagator: the :class:`~label_prop.propagation.multiref.MultiRefPropagator`, None before the first
             object starts; channels: the :class:`ObjectChannels`; labels: the last soft labels
             ``[K, h, w]``; t: index of the last frame stepped.
     """

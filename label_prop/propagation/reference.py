@@ -13,7 +13,7 @@ frame ``t`` (``t >= 1``) from features ``[C, h*w]`` and soft labels ``[h*w, K]``
    ``softmax(score / temperature)``, and the soft label is the weighted sum of their labels;
 5. frame ``t``'s predicted soft labels become its context labels.
 
-Time and memory grow with ``(n_context + 1) * (h*w)^2``; :func:`label_prop.engine.propagate`
+Time and memory grow with ``(n_context + 1) * (h*w)^2``; :func:`label_prop.propagation.engine.propagate`
 computes the same result with local windows.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def context_entries(t: int, n_context: int) -> list[int]:
 @torch.no_grad()
 def propagate_dense(feats: torch.Tensor, first_labels: torch.Tensor, config: PropagationConfig = PropagationConfig(),
                     *, query_chunk: int = 256, frames: int | None = None) -> torch.Tensor:
-    """Dense label propagation, same protocol and result as :func:`label_prop.engine.propagate`.
+    """Dense label propagation, same protocol and result as :func:`label_prop.propagation.engine.propagate`.
 
     Args:
         feats: ``[T, C, h, w]`` features, L2-normalised over C.

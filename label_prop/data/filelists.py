@@ -8,12 +8,12 @@ The mask field always names where the frame's annotation would be; it is read on
 
 Generate the lists from the dataset folders::
 
-    python -m label_prop.filelists [--data-root PATH] [--out data/filelists] [--benchmarks davis16,...] [--overwrite]
+    python -m label_prop.data.filelists [--data-root PATH] [--out data/filelists] [--benchmarks davis16,...] [--overwrite]
 
 which writes, for every benchmark whose folder exists, its sequence plans as lines:
 ``val_davis2016_val.txt``, ``val_davis2017_val.txt``, ``val_davis2017_dev.txt`` (every frame,
 flag 1) and ``val_ytvos2018_valid.txt``, ``val_ytvos2019_valid.txt`` (every frame from the first
-object's start, :func:`label_prop.plans.starting_ids`; flag 1 on the meta.json frames).
+object's start, :func:`label_prop.data.plans.starting_ids`; flag 1 on the meta.json frames).
 
 Run one with ``bash scripts/run_test.sh MODEL val_davis2016_val`` (a name in data/filelists/ or
 a path to a ``.txt``): :func:`open_benchmark` turns it into a :class:`FilelistBenchmark`.
@@ -29,12 +29,12 @@ from typing import Sequence
 
 from hvc.errors import UsageError
 from hvc.runtime import atomic_write, run_cli
-from label_prop.datasets import BENCHMARKS, get_benchmark
-from label_prop.plans import Benchmark, SequencePlan, check_name, data_root, select_sequences
+from label_prop.data.datasets import BENCHMARKS, get_benchmark
+from label_prop.data.plans import Benchmark, SequencePlan, check_name, data_root, select_sequences
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Where the generated lists live (committed).
-FILELIST_DIR = REPO_ROOT / "data" / "filelists"
+#: Where the generated lists live: committed, shipped with the package (``package_data``), so that an
+#: installed copy finds them from any folder; ``data/filelists`` in the source tree links here.
+FILELIST_DIR = Path(__file__).resolve().parent / "filelists"
 #: Benchmark -> filelist name (HVC's names for DAVIS).
 FILELIST_NAMES = {
     "davis16": "val_davis2016_val",
@@ -103,7 +103,7 @@ class FilelistBenchmark(Benchmark):
 
 
 def open_benchmark(name: str, read_masks: str = "first") -> Benchmark:
-    """A named benchmark (:data:`label_prop.datasets.BENCHMARKS`) or a filelist (:func:`resolve_filelist`).
+    """A named benchmark (:data:`label_prop.data.datasets.BENCHMARKS`) or a filelist (:func:`resolve_filelist`).
 
     Raises:
         UsageError: neither a known benchmark nor a filelist.
@@ -164,7 +164,8 @@ def write_filelists(root: str | os.PathLike | None = None, out_dir: str | os.Pat
 
 
 def resolve_filelist(name: str) -> Path | None:
-    """A filelist path for ``name``: an existing file, or ``data/filelists/<name>[.txt]``; None
+    """A filelist path for ``name``: an existing file, or ``<name>[.txt]`` among the lists
+    shipped in :data:`FILELIST_DIR`; None
     when ``name`` is neither (then it is a benchmark name).
 
     Raises:
@@ -256,10 +257,10 @@ def _read_runs(path: Path, base: Path) -> tuple[list[tuple[str, list[tuple[int, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (:mod:`hvc.runtime`: 2 usage error, 1 bad data)."""
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m label_prop.filelists",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m label_prop.data.filelists",
                                 description="Write HVC-format filelists from the dataset folders.")
     p.add_argument("--data-root", default=None, help="data root (default: $HVC_DATA_ROOT, else ./data)")
-    p.add_argument("--out", default=FILELIST_DIR, type=Path, help="output folder (default: data/filelists)")
+    p.add_argument("--out", default=FILELIST_DIR, type=Path, help="output folder (default: the lists shipped with the package, label_prop/data/filelists)")
     p.add_argument("--benchmarks", default=None, help="comma-separated (default: every one found)")
     p.add_argument("--overwrite", action="store_true", help="replace lists whose content changed")
     args = p.parse_args(argv)
@@ -271,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileNotFoundError(f"no benchmark folder found under {data_root(args.data_root)}")
         for name, path in written.items():
             print(f"{name}: {path} ({len(path.read_text().splitlines())} lines)")
-    return run_cli("python -m label_prop.filelists", job)
+    return run_cli("python -m label_prop.data.filelists", job)
 
 
 if __name__ == "__main__":
