@@ -69,7 +69,8 @@ def merge_scribbles(a: Mapping[int, Sequence[np.ndarray]], b: Mapping[int, Seque
     return out
 
 
-def rasterize(scribbles: Mapping[int, Sequence[np.ndarray]], shape: tuple[int, int], width: int = 1) -> np.ndarray:
+def rasterize(scribbles: Mapping[int, Sequence[np.ndarray]], shape: tuple[int, int], width: int = 1,
+              widths: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
     """Draw the strokes into a label map.
 
     Args:
@@ -77,6 +78,8 @@ def rasterize(scribbles: Mapping[int, Sequence[np.ndarray]], shape: tuple[int, i
         shape: ``(H, W)`` of the frame, pixels.
         width: stroke width in pixels (OpenCV polyline thickness; 1 = the 8-connected line
             through the points, coordinates rounded to the nearest pixel).
+        widths: optional per-stroke widths in pixels, ``{label: [width of each stroke]}``
+            (a brush size per stroke); strokes it does not cover are drawn with ``width``.
 
     Returns:
         ``[H, W]`` int16: the label of the stroke drawn there, :data:`UNLABELED` (-1) elsewhere.
@@ -84,19 +87,22 @@ def rasterize(scribbles: Mapping[int, Sequence[np.ndarray]], shape: tuple[int, i
         cross, the label drawn last wins (labels in ascending order, strokes in order).
 
     Raises:
-        ValueError: ``width < 1``.
+        ValueError: a width below 1.
     """
-    if width < 1:
-        raise ValueError(f"stroke width must be >= 1 pixel, got {width}")
+    widths = widths or {}
+    if width < 1 or any(w < 1 for ws in widths.values() for w in ws):
+        raise ValueError(f"stroke widths must be >= 1 pixel, got {width} and {dict(widths)}")
     out = np.full(shape, UNLABELED, dtype=np.int16)
     for label in sorted(scribbles):
         layer = np.zeros(shape, dtype=np.uint8)
-        for stroke in scribbles[label]:
+        own = list(widths.get(label, ()))
+        for i, stroke in enumerate(scribbles[label]):
+            w = int(own[i]) if i < len(own) else width
             pts = np.round(np.asarray(stroke, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)
             if len(pts) == 1:
-                cv2.circle(layer, tuple(int(v) for v in pts[0, 0]), max(width // 2, 0), 1, -1)
+                cv2.circle(layer, tuple(int(v) for v in pts[0, 0]), max(w // 2, 0), 1, -1)
             else:
-                cv2.polylines(layer, [pts], False, 1, thickness=width, lineType=cv2.LINE_8)
+                cv2.polylines(layer, [pts], False, 1, thickness=w, lineType=cv2.LINE_8)
         out[layer > 0] = label
     return out
 

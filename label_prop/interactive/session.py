@@ -32,8 +32,10 @@ propagation at a time holds the engine's context buffer (see
 """
 from __future__ import annotations
 
+import copy
+import zlib
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +52,30 @@ from label_prop.propagation.multiref import masks_on_grid
 from label_prop.propagation.pipeline import labels_to_ids
 
 FEATURE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+#: ``progress(stage, done, total)``: called with ``"features"`` once per encoded frame and with
+#: ``"propagation"`` once per propagated frame and direction (``done`` of ``total`` frames).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What :meth:`InteractiveSession.snapshot` keeps to undo an interaction: the masks
+    (zlib-compressed), reliability, strokes and their widths, the annotated frames' soft labels and
+    the objects. Opaque to callers; restore it with :meth:`InteractiveSession.restore`."""
+
+    masks: bytes
+    reliability: np.ndarray
+    strokes: dict
+    widths: dict
+    annotated: dict
+    object_ids: tuple
+    changed_frames: tuple
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate bytes held (compressed masks, soft labels of the annotated frames)."""
+        return len(self.masks) + sum(t.numel() * t.element_size() for t in self.annotated.values())
 
 
 @dataclass(frozen=True)
@@ -77,15 +103,19 @@ class InteractiveSession:
         frames: ``[T, H, W, 3]`` uint8 RGB frames (an array or a sequence of ``[H, W, 3]`` arrays).
         encoder: the feature extractor; features are computed once here, on its device (where
             the propagation runs too).
-        object_ids: the object ids to segment (1..254); masks hold these and 0 (background).
+        object_ids: the object ids to segment (1..254); masks hold these and 0 (background);
+            more can be added later (:meth:`add_object`).
         config: the session's settings.
+        progress: optional :data:`Progress` callback, told of each encoded frame here and of each
+            propagated frame in :meth:`annotate` (a front end streams it; it must not raise).
 
     Raises:
         ValueError: no frame, frames of different sizes or not uint8 RGB, or bad object ids.
     """
 
     def __init__(self, frames: np.ndarray | Sequence[np.ndarray], encoder: FrameEncoder,
-                 object_ids: Sequence[int] = (1,), config: InteractiveConfig = InteractiveConfig()):
+                 object_ids: Sequence[int] = (1,), config: InteractiveConfig = InteractiveConfig(),
+                 progress: Progress | None = None):
         frames = [np.asarray(f) for f in frames]
         if not frames:
             raise ValueError("a session needs at least one frame")
@@ -99,6 +129,7 @@ class InteractiveSession:
         if not ids or len(set(ids)) != len(ids) or any(not 0 < i < VOID_ID for i in ids):
             raise ValueError(f"object ids must be distinct integers in 1..254, got {list(object_ids)}")
         self.config = config
+        self.progress = progress
         self.frames = frames
         self.size = (int(size[0]), int(size[1]))
         self.object_ids = ids
@@ -107,13 +138,17 @@ class InteractiveSession:
         self._chan_ids = np.asarray(self.labels, dtype=np.uint8)
         self.device = encoder.device
         dtype = FEATURE_DTYPES[config.feature_dtype]
+        self.features = []
         with torch.no_grad():
-            self.features = [encoder.encode_frame(f, config.propagation.input_size).to(dtype) for f in frames]
+            for t, f in enumerate(frames):
+                self.features.append(encoder.encode_frame(f, config.propagation.input_size).to(dtype))
+                self._tell("features", t + 1, len(frames))
         self.grid = tuple(self.features[0].shape[1:])
         T = len(frames)
         self._masks = np.zeros((T, *self.size), dtype=np.uint8)
         self._reliability = np.full(T, np.nan)
         self._strokes: dict[int, dict[int, list[np.ndarray]]] = {}
+        self._widths: dict[int, dict[int, list[int]]] = {}  # frame -> label -> width of each stroke, pixels
         self._annotated: dict[int, torch.Tensor] = {}  # frame -> [K, h, w] soft labels of its fixed mask
         #: Frames whose masks the last :meth:`annotate` call recomputed (the annotated frame included).
         self.changed_frames: list[int] = []
@@ -139,6 +174,14 @@ class InteractiveSession:
         """``[T, H, W]`` uint8 ids of every frame (a copy; all 0 before the first annotation)."""
         return self._masks.copy()
 
+    def mask(self, frame: int) -> np.ndarray:
+        """``[H, W]`` uint8 ids of one frame (a copy).
+
+        Raises:
+            ValueError: a bad frame index.
+        """
+        return self._masks[self._check_frame(frame)].copy()
+
     def state(self) -> dict:
         """The session's state as plain JSON-ready values (for a front end; masks via :meth:`masks`):
         ``{"num_frames", "size": [H, W], "object_ids", "annotated_frames", "changed_frames",
@@ -152,7 +195,44 @@ class InteractiveSession:
         """The strokes given so far on ``frame``, ``{label: [[N, 2] (x, y), ...]}`` (a copy)."""
         return {k: list(v) for k, v in self._strokes.get(self._check_frame(frame), {}).items()}
 
-    def annotate(self, frame: int, scribbles: Mapping | None = None, *, mask: np.ndarray | None = None) -> np.ndarray:
+    def stroke_widths(self, frame: int) -> dict[int, list[int]]:
+        """The width in pixels of each stroke of :meth:`strokes` on ``frame``, ``{label: [width, ...]}``."""
+        return {k: list(v) for k, v in self._widths.get(self._check_frame(frame), {}).items()}
+
+    def add_object(self, obj_id: int) -> None:
+        """Add an object to segment from now on: it has no pixel until an annotation gives it some
+        (its soft-label channel is 0 on the frames annotated so far).
+
+        Raises:
+            ValueError: ``obj_id`` is not in 1..254 or is already an object of the session.
+        """
+        i = int(obj_id)
+        if i != obj_id or not 0 < i < VOID_ID or i in self.object_ids:
+            raise ValueError(f"object id {obj_id!r} must be a new integer in 1..254 (objects: {self.object_ids})")
+        self._set_objects([*self.object_ids, i])
+        self._annotated = {t: torch.cat([y, y.new_zeros((1, *y.shape[1:]))]) for t, y in self._annotated.items()}
+
+    def snapshot(self) -> Snapshot:
+        """The session's state after the interactions so far (features and frames excluded, they
+        do not change), for :meth:`restore` (an undo)."""
+        return Snapshot(masks=zlib.compress(self._masks.tobytes(), 1), reliability=self._reliability.copy(),
+                        strokes=copy.deepcopy(self._strokes), widths=copy.deepcopy(self._widths),
+                        annotated=dict(self._annotated), object_ids=tuple(self.object_ids),
+                        changed_frames=tuple(self.changed_frames))
+
+    def restore(self, snap: Snapshot) -> None:
+        """Return to the state of ``snap`` (taken from this session by :meth:`snapshot`); the frames
+        whose masks differ from the current ones become :attr:`changed_frames`."""
+        masks = np.frombuffer(zlib.decompress(snap.masks), dtype=np.uint8).reshape(self._masks.shape)
+        self.changed_frames = [t for t in range(self.num_frames) if not np.array_equal(masks[t], self._masks[t])]
+        self._masks = masks.copy()
+        self._reliability = snap.reliability.copy()
+        self._strokes, self._widths = copy.deepcopy(snap.strokes), copy.deepcopy(snap.widths)
+        self._annotated = dict(snap.annotated)
+        self._set_objects(list(snap.object_ids))
+
+    def annotate(self, frame: int, scribbles: Mapping | None = None, *, mask: np.ndarray | None = None,
+                 width: int | None = None) -> np.ndarray:
         """Annotate one frame and update the masks of the frames it can change.
 
         Args:
@@ -164,13 +244,15 @@ class InteractiveSession:
                 annotation of the session needs background strokes too.
             mask: instead of scribbles, the frame's full mask ``[H, W]`` of ids (0, the object
                 ids; 255 = void is taken as background).
+            width: width in pixels of these strokes (a brush size; default
+                ``config.seeds.stroke_width``); earlier strokes keep theirs.
 
         Returns:
             ``[T, H, W]`` uint8 ids of every frame (as :meth:`masks`).
 
         Raises:
-            ValueError: a bad frame index, both or neither of ``scribbles`` and ``mask``, bad
-                strokes (:func:`~label_prop.interactive.scribbles.check_scribbles`), no seed for
+            ValueError: a bad frame index, both or neither of ``scribbles`` and ``mask``, a width
+                below 1, bad strokes (:func:`~label_prop.interactive.scribbles.check_scribbles`), no seed for
                 the background, or a mask of the wrong size or with unknown ids.
         """
         t = self._check_frame(frame)
@@ -179,16 +261,21 @@ class InteractiveSession:
         if mask is not None:
             ids = self._check_mask(mask)
             self._strokes.pop(t, None)  # a full mask replaces the frame's strokes
+            self._widths.pop(t, None)
         else:
             new = check_scribbles(scribbles, self.labels)
             if not new:
                 raise ValueError(f"frame {t}: no stroke given")
+            w = self.config.seeds.stroke_width if width is None else width
+            if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
+                raise ValueError(f"stroke width must be an integer >= 1 pixel, got {width!r}")
             strokes = merge_scribbles(self._strokes.get(t, {}), new)
-            drawn = rasterize(strokes, self.size, self.config.seeds.stroke_width)
+            widths = merge_scribbles(self._widths.get(t, {}), {k: [int(w)] * len(v) for k, v in new.items()})
+            drawn = rasterize(strokes, self.size, self.config.seeds.stroke_width, widths)
             prior = self._masks[t] if self._annotated else None
             ids = scribble_mask(self.frames[t], drawn, self.labels, prior=prior, features=self.features[t],
                                 cfg=self.config.seeds)
-            self._strokes[t] = strokes
+            self._strokes[t], self._widths[t] = strokes, widths
         self._masks[t] = ids
         self._reliability[t] = 1.0
         self._annotated[t] = masks_on_grid(ids, {i: c for c, i in enumerate(self.labels) if c}, len(self.labels),
@@ -235,6 +322,15 @@ class InteractiveSession:
         return sorted(free, key=lambda t: (self._reliability[t], -int(np.abs(ann - t).min()), t))
 
     # ----------------------------------------------------------------- helpers
+    def _tell(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def _set_objects(self, ids: list[int]) -> None:
+        self.object_ids = ids
+        self.labels = [0, *ids]
+        self._chan_ids = np.asarray(self.labels, dtype=np.uint8)
+
     def _check_frame(self, frame: int) -> int:
         t = int(frame)
         if t != frame or not 0 <= t < self.num_frames:
@@ -259,12 +355,19 @@ class InteractiveSession:
         if not frames:
             return []
         cfg = self.config.propagation
+        total = len(frames) * ((a is not None) + (b is not None))
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            self._tell("propagation", done[0], total)
+
         fwd = bwd = None
         if a is not None:
-            fwd = _propagate(self.features[a], self._annotated[a], [self.features[t] for t in frames], cfg)
+            fwd = _propagate(self.features[a], self._annotated[a], [self.features[t] for t in frames], cfg, step)
         if b is not None:
             bwd = _propagate(self.features[b], self._annotated[b], [self.features[t] for t in reversed(frames)],
-                             cfg)[::-1]
+                             cfg, step)[::-1]
         for i, t in enumerate(frames):
             if fwd is not None and bwd is not None:
                 wb = (t - a) / (b - a)
@@ -290,7 +393,7 @@ def _reliability(y: torch.Tensor, fwd: torch.Tensor | None, bwd: torch.Tensor | 
 
 @torch.no_grad()
 def _propagate(anchor_feat: torch.Tensor, anchor_labels: torch.Tensor, feats: Sequence[torch.Tensor],
-               config: PropagationConfig) -> list[torch.Tensor]:
+               config: PropagationConfig, step: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """An annotated frame's soft labels propagated through ``feats`` in the order given (later frames
     forwards, earlier ones in reverse order backwards): the annotated frame is the engine's frame 0,
     the propagated soft labels its short-term context (the CRW / HVC protocol, docs/method.md).
@@ -300,6 +403,7 @@ def _propagate(anchor_feat: torch.Tensor, anchor_labels: torch.Tensor, feats: Se
             its device, where the engine runs).
         anchor_labels: ``[K, h, w]`` its soft labels (channel 0 = background).
         feats: the frames to label, each ``[C, h, w]``, in propagation order.
+        step: optional, called after each propagated frame (progress).
 
     Returns:
         ``[K, h, w]`` float32 soft labels of each frame of ``feats``, in order (soft: the two
@@ -310,4 +414,9 @@ def _propagate(anchor_feat: torch.Tensor, anchor_labels: torch.Tensor, feats: Se
     """
     dev = anchor_feat.device
     prop = LabelPropagator(anchor_feat.to(dev, torch.float32), anchor_labels.to(dev, torch.float32), config)
-    return [prop.step(f.to(dev, torch.float32)) for f in feats]
+    out = []
+    for f in feats:
+        out.append(prop.step(f.to(dev, torch.float32)))
+        if step is not None:
+            step()
+    return out
