@@ -84,7 +84,7 @@ def main() -> None:
           f"{len(prior_iou)} frames (1/3 and 2/3 of each sequence), {args.threads} thread(s)")
     print(f"previous mask of the 'correct' scenario (ground truth {args.shift} frames earlier): "
           f"mean IoU {np.mean(prior_iou):.3f}")
-    print(f"| method | setting | scenario | frames | mean IoU | median IoU | s/frame |")
+    print("| method | setting | scenario | frames | mean IoU | median IoU | s/frame |")
     print("|---|---|---|---|---|---|---|")
     for (name, setting, scen), v in res.items():
         a = np.asarray(v)
