@@ -210,3 +210,42 @@ def test_undo_restores_the_masks_and_the_history(encoder, roots):
         st = wait_ready(c, sid)
     assert st["object_ids"] == [1] and st["annotated_frames"] == [0] and st["interactions"] == 1
     assert c.get(f"/api/sessions/{sid}/export/masks.zip").content == first
+
+
+def test_a_video_file_opens_and_its_length_is_limited(encoder, roots):
+    import cv2
+    rng = np.random.default_rng(2)
+    w = cv2.VideoWriter(str(roots / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for _ in range(8):
+        w.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    w.release()
+    c = client(encoder, roots)
+    listed = {s["path"]: s["kind"] for s in c.get("/api/sources").json()["sources"]}
+    assert listed["clip.mp4"] == "video"
+    assert_refused(c.post("/api/sessions", json={"root": 0, "path": "clip.mp4"}), 413, "more than 6 frames")
+    r = c.post("/api/sessions", json={"root": 0, "path": "clip.mp4", "frames": 4})
+    assert r.status_code == 202, r.text
+    st = wait_ready(c, r.json()["id"])
+    assert st["status"] == "ready" and st["num_frames"] == 4 and st["size"] == [48, 64]
+    (roots / "notes.txt").write_text("x")
+    assert_refused(c.post("/api/sessions", json={"root": 0, "path": "notes.txt"}), 400, "not a video file")
+
+
+def test_the_command_line_warns_off_loopback_and_refuses_a_missing_root(tmp_path):
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "label_prop.app", "--threads", "1", "--precision", "float32", "--port", "0"]
+    bad = subprocess.run(cmd + ["--root", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a folder" in bad.stderr
+    p = subprocess.Popen(cmd + ["--root", str(tmp_path), "--host", "0.0.0.0"], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in p.stderr:
+            lines.append(line)
+            if line.startswith("serving"):
+                break
+        text = "".join(lines)
+        assert "reachable from other machines" in text and "serving random" in text, text
+    finally:
+        p.terminate()
+        p.wait(30)

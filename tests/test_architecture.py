@@ -17,7 +17,8 @@ from conftest import REPO_ROOT
 PACKAGES = ("hvc", "label_prop")
 #: Folders of stand-alone scripts: their files import each other as siblings (``import device_stages``).
 SCRIPT_DIRS = ("scripts", "benchmarks")
-CLI_MODULES = {"label_prop.run", "label_prop.segment", "label_prop.demo", "hvc.train"}
+CLI_MODULES = {"label_prop.run", "label_prop.segment", "label_prop.demo", "hvc.train", "label_prop.app.__main__",
+               "label_prop.interactive.run"}
 
 
 def _module_name(path: Path) -> str:
@@ -95,7 +96,8 @@ def test_no_module_imports_a_command_line_module():
     assert importers == {}
 
 
-@pytest.mark.parametrize("module", ["hvc.config", "label_prop.config", "hvc.errors", "hvc.tables", "hvc.records"])
+@pytest.mark.parametrize("module", ["hvc.config", "label_prop.config", "label_prop.app.config", "hvc.errors",
+                                    "hvc.tables", "hvc.records"])
 def test_configs_and_tables_import_no_torch(module):
     """Settings are leaves: reading or validating a config never loads torch (or the trainer or
     the pipeline)."""

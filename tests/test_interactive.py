@@ -162,6 +162,53 @@ def test_scribble_checks():
     assert [r[i, i] for i in range(4)] == [1, 1, 1, 1] and r[0, 5] == 0 and (r == -1).sum() == 36 - 5
 
 
+def test_rasterize_draws_each_stroke_with_its_own_width():
+    line = np.array([[2, 10], [17, 10]])
+    thin = rasterize({1: [line]}, (20, 20), 1)
+    wide = rasterize({1: [line]}, (20, 20), 1, widths={1: [5]})
+    assert (thin == 1).sum() == 16 and (wide == 1).sum() > 4 * 16
+    both = rasterize({1: [line, line + [0, 5]]}, (20, 20), 1, widths={1: [5]})  # the second: default width
+    assert (both == 1).sum() == (wide == 1).sum() + 16 and (both[15] == 1).sum() == 16
+    with pytest.raises(ValueError, match=">= 1 pixel"):
+        rasterize({1: [line]}, (20, 20), widths={1: [0]})
+
+
+@pytest.mark.data
+def test_widths_objects_undo_and_progress_of_a_session(data_root, davis16, encoder):
+    frames, gt, _ = _load(data_root, "blackswan", 6)
+    seen = []
+    s = InteractiveSession(frames, encoder, [1], FAST, progress=lambda *a: seen.append(a))
+    assert seen == [("features", t, 6) for t in range(1, 7)]
+    first = scribbles_to_json(robot_scribbles(None, gt[0], [0, 1]))
+    empty = s.snapshot()
+    seen.clear()
+    s.annotate(0, first, width=9)
+    assert seen == [("propagation", t, 5) for t in range(1, 6)]  # frames 1..5, forward only
+    assert all(w == [9] * len(v) for w, v in zip(s.stroke_widths(0).values(), s.strokes(0).values()))
+    thin = InteractiveSession(frames, encoder, [1], FAST)
+    thin.annotate(0, first)  # the default width (1 pixel) gives another mask
+    assert not np.array_equal(thin.mask(0), s.mask(0))
+    one = s.snapshot()
+    s.add_object(2)
+    assert s.object_ids == [1, 2] and s.state()["object_ids"] == [1, 2]
+    with pytest.raises(ValueError, match="must be a new integer"):
+        s.add_object(2)
+    corner = {2: [[[5, 5], [40, 40]]]}
+    seen.clear()
+    s.annotate(3, corner, width=5)
+    assert seen == [("propagation", i, 6) for i in range(1, 7)]  # frames 1, 2 both ways; 4, 5 forward
+    assert (s.mask(3) == 2).any() and s.annotated_frames == [0, 3]
+    s.restore(one)
+    assert s.object_ids == [1] and s.annotated_frames == [0] and 3 in s.changed_frames
+    again = InteractiveSession(frames, encoder, [1], FAST)
+    again.annotate(0, first, width=9)
+    np.testing.assert_array_equal(s.masks(), again.masks())  # restored = never added
+    with pytest.raises(ValueError, match="stroke width"):
+        s.annotate(1, {1: [[[1, 1]]]}, width=0)
+    s.restore(empty)
+    assert s.annotated_frames == [] and not s.masks().any() and s.state()["recommended"] is None
+
+
 def test_summarize_by_hand():
     rows = pd.DataFrame([["a", 1, 0, 0.5, 0.5, 0.5, 30.0, 1], ["a", 2, 3, 1.0, 1.0, 1.0, 30.0, 1]], columns=COLUMNS)
     s = summarize(rows)

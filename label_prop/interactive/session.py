@@ -282,9 +282,17 @@ class InteractiveSession:
                                            self.grid, with_background=True)
         before = [a for a in self._annotated if a < t]
         after = [b for b in self._annotated if b > t]
+        spans = [(max(before) if before else None, t), (t, min(after) if after else None)]
+        total = sum(len(self._between(a, b)) * ((a is not None) + (b is not None)) for a, b in spans)
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            self._tell("propagation", done[0], total)
+
         changed = [t]
-        changed += self._recompute(max(before) if before else None, t)
-        changed += self._recompute(t, min(after) if after else None)
+        for a, b in spans:
+            changed += self._recompute(a, b, step)
         self.changed_frames = sorted(changed)
         return self.masks()
 
@@ -347,21 +355,17 @@ class InteractiveSession:
             raise ValueError(f"mask holds ids {unknown} that are not objects of the session {self.object_ids}")
         return m.astype(np.uint8)
 
-    def _recompute(self, a: int | None, b: int | None) -> list[int]:
-        """Relabel the frames strictly between ``a`` and ``b`` (None = the video's start / end)."""
-        lo = 0 if a is None else a + 1
-        hi = self.num_frames if b is None else b
-        frames = list(range(lo, hi))
+    def _between(self, a: int | None, b: int | None) -> list[int]:
+        """The frames strictly between ``a`` and ``b`` (None = the video's start / end)."""
+        return list(range(0 if a is None else a + 1, self.num_frames if b is None else b))
+
+    def _recompute(self, a: int | None, b: int | None, step: Callable[[], None]) -> list[int]:
+        """Relabel the frames strictly between ``a`` and ``b`` (None = the video's start / end);
+        ``step()`` after each propagated frame."""
+        frames = self._between(a, b)
         if not frames:
             return []
         cfg = self.config.propagation
-        total = len(frames) * ((a is not None) + (b is not None))
-        done = [0]
-
-        def step() -> None:
-            done[0] += 1
-            self._tell("propagation", done[0], total)
-
         fwd = bwd = None
         if a is not None:
             fwd = _propagate(self.features[a], self._annotated[a], [self.features[t] for t in frames], cfg, step)
