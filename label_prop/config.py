@@ -64,10 +64,18 @@ class PropagationConfig:
                 raise UsageError(f"{msg}, got {value}")
 
     @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """Add one option per field (``--topk``, ..., ``--max-objects``) with its default and help."""
+    def add_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
+        """Add one option per field (``--topk``, ..., ``--max-objects``) with its default and help.
+
+        Args:
+            defaults: fields whose command-line default differs from the protocol's (e.g. the
+                browser app's smaller input size); the help states them.
+
+        Raises:
+            UsageError: a default out of range.
+        """
         g = parser.add_argument_group("propagation (docs/method.md, 'Label propagation')")
-        d = PropagationConfig()
+        d = PropagationConfig(**(defaults or {}))
         g.add_argument("--topk", type=int, default=d.topk,
                        help=f"context positions whose labels each query position averages (default {d.topk})")
         g.add_argument("--temperature", type=float, default=d.temperature,
@@ -78,8 +86,9 @@ class PropagationConfig:
         g.add_argument("--n-context", type=int, default=d.n_context,
                        help=f"short-term context, in frames, besides frame 0 (default {d.n_context})")
         g.add_argument("--input-size", type=int, default=d.input_size,
-                       help="scale frames so that their short side is this many pixels before feature extraction "
-                            "(bilinear; -1 = full resolution, the default); masks are written and scored at full size")
+                       help=f"scale frames so that their short side is this many pixels before feature extraction "
+                            f"(bilinear; -1 = full resolution; default {d.input_size}); masks are written and scored "
+                            f"at full size")
         g.add_argument("--max-objects", type=int, default=d.max_objects,
                        help=f"object channels when ids are discovered while streaming (default {d.max_objects}, as HVC)")
 

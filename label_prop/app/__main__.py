@@ -52,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-dtype", choices=tuple(FEATURE_DTYPES), default=InteractiveConfig().feature_dtype,
                    help=f"storage of the cached features (default {InteractiveConfig().feature_dtype})")
     AppConfig.add_arguments(p)
-    PropagationConfig.add_arguments(p)
-    p.set_defaults(**APP_PROPAGATION_DEFAULTS)
+    PropagationConfig.add_arguments(p, APP_PROPAGATION_DEFAULTS)
     add_encoder_arguments(p)
     return p
 
