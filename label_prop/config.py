@@ -100,3 +100,125 @@ class PropagationConfig:
             UsageError: a value out of range.
         """
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+#: Kinds of kNN index of the object memory (:class:`MemoryConfig.index`).
+MEMORY_INDEXES = ("auto", "flat", "ivf", "hnsw")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The long-term object memory and re-identification of lost objects
+    (:mod:`label_prop.propagation.memory`; docs/reid.md). Off unless ``reid`` is set.
+
+    Raises:
+        UsageError: a value out of range (the message names the option).
+    """
+
+    # Re-identify lost objects: keep a bank of feature vectors per object and the background,
+    # search it globally (no radius) for an object that was lost, and restart its propagation
+    # where it is found. Off by default (docs/reid.md has the measurements).
+    reid: bool = False
+    # Most vectors kept per object (and for the background), reservoir-sampled from the positions
+    # admitted: memory stays flat however long the video. Vectors.
+    bank_size: int = 2000
+    # A tracked, stable object adds its confident positions to its bank every this many frames.
+    admit_every: int = 5
+    # A position is admitted for a label when its soft label for it is at least this. In [0, 1].
+    admit_confidence: float = 0.9
+    # Prototype vectors per label (k-means of its bank): the object descriptors.
+    prototypes: int = 8
+    # An object is lost when its mass (grid cells where its soft label is the largest) falls below
+    # this fraction of its median mass over the last ``history`` tracked frames.
+    lost_ratio: float = 0.25
+    # Frames of mass history behind the lost rule.
+    history: int = 10
+    # Neighbours per query position in the global search (votes for a label).
+    knn: int = 10
+    # A position votes "found" for a lost object when at least this fraction of its neighbours
+    # carry the object's label. In (0, 1].
+    vote: float = 0.7
+    # ... and its cosine similarity to the object's nearest prototype exceeds that to the
+    # background's nearest prototype by at least this. In [-2, 2].
+    margin: float = 0.0
+    # The object is found when the region of such positions (grown to half the votes) covers at
+    # least this fraction of its median tracked mass (and holds at least 2 such positions).
+    found_ratio: float = 0.3
+    # kNN index: flat = exact inner product; ivf / hnsw = approximate; auto = flat up to
+    # ``approx_above`` vectors, ivf beyond.
+    index: str = "auto"
+    approx_above: int = 100_000
+    # IVF: inverted lists and lists probed per query; HNSW: neighbours per node.
+    ivf_lists: int = 256
+    ivf_probe: int = 16
+    hnsw_m: int = 32
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.bank_size >= 16, "--bank-size must be >= 16 vectors", self.bank_size),
+            (self.admit_every >= 1, "--admit-every must be >= 1 frame", self.admit_every),
+            (0 <= self.admit_confidence <= 1, "--admit-confidence must be in [0, 1]", self.admit_confidence),
+            (self.prototypes >= 1, "--prototypes must be >= 1", self.prototypes),
+            (0 < self.lost_ratio < 1, "--lost-ratio must be in (0, 1)", self.lost_ratio),
+            (self.history >= 1, "--history must be >= 1 frame", self.history),
+            (self.knn >= 1, "--reid-knn must be >= 1", self.knn),
+            (0 < self.vote <= 1, "--vote must be in (0, 1]", self.vote),
+            (-2 <= self.margin <= 2, "--margin must be in [-2, 2]", self.margin),
+            (self.found_ratio > 0, "--found-ratio must be > 0", self.found_ratio),
+            (self.index in MEMORY_INDEXES, f"--memory-index must be one of {', '.join(MEMORY_INDEXES)}", self.index),
+            (self.approx_above >= 1 and self.ivf_lists >= 1 and self.ivf_probe >= 1 and self.hnsw_m >= 4,
+             "--approx-above, --ivf-lists, --ivf-probe must be >= 1 and --hnsw-m >= 4",
+             (self.approx_above, self.ivf_lists, self.ivf_probe, self.hnsw_m)),
+        )
+        for ok, msg, value in checks:
+            if not ok:
+                raise UsageError(f"{msg}, got {value}")
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add one option per field (``--reid``, ``--bank-size``, ...) with its default and help."""
+        g = parser.add_argument_group("object memory and re-identification (docs/reid.md)")
+        d = MemoryConfig()
+        g.add_argument("--reid", action="store_true",
+                       help="re-identify lost objects with a long-term object memory and a global kNN search "
+                            "(faiss); off by default")
+        g.add_argument("--bank-size", type=int, default=d.bank_size,
+                       help=f"most feature vectors kept per object and for the background (default {d.bank_size})")
+        g.add_argument("--admit-every", type=int, default=d.admit_every,
+                       help=f"a stable object adds to its bank every N frames (default {d.admit_every})")
+        g.add_argument("--admit-confidence", type=float, default=d.admit_confidence,
+                       help=f"soft label a position needs to enter a bank, 0..1 (default {d.admit_confidence})")
+        g.add_argument("--prototypes", type=int, default=d.prototypes,
+                       help=f"k-means prototypes per object, its descriptors (default {d.prototypes})")
+        g.add_argument("--lost-ratio", type=float, default=d.lost_ratio,
+                       help=f"lost when the object's mass falls below this fraction of its recent median "
+                            f"(default {d.lost_ratio})")
+        g.add_argument("--history", type=int, default=d.history,
+                       help=f"frames of mass history behind the lost rule (default {d.history})")
+        g.add_argument("--reid-knn", dest="knn", type=int, default=d.knn,
+                       help=f"neighbours per position in the global search (default {d.knn})")
+        g.add_argument("--vote", type=float, default=d.vote,
+                       help=f"fraction of neighbours of the object's label for a found position (default {d.vote})")
+        g.add_argument("--margin", type=float, default=d.margin,
+                       help=f"a found position is closer (cosine) to the object's nearest prototype than to the "
+                            f"background's by this (default {d.margin})")
+        g.add_argument("--found-ratio", type=float, default=d.found_ratio,
+                       help=f"found region, as a fraction of the object's recent median mass (default {d.found_ratio})")
+        g.add_argument("--memory-index", dest="index", choices=MEMORY_INDEXES, default=d.index,
+                       help=f"kNN index: flat (exact), ivf, hnsw, or auto = flat up to --approx-above vectors "
+                            f"(default {d.index})")
+        g.add_argument("--approx-above", type=int, default=d.approx_above,
+                       help=f"bank size above which auto uses ivf (default {d.approx_above})")
+        g.add_argument("--ivf-lists", type=int, default=d.ivf_lists, help=f"IVF lists (default {d.ivf_lists})")
+        g.add_argument("--ivf-probe", type=int, default=d.ivf_probe,
+                       help=f"IVF lists probed per query (default {d.ivf_probe})")
+        g.add_argument("--hnsw-m", type=int, default=d.hnsw_m, help=f"HNSW neighbours per node (default {d.hnsw_m})")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "MemoryConfig":
+        """The config of the fields present in ``values`` (e.g. ``vars(parsed_args)``), defaults elsewhere.
+
+        Raises:
+            UsageError: a value out of range.
+        """
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})

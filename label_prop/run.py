@@ -71,7 +71,7 @@ from hvc.launch import DistContext, dist_context_from_env, resolve_rank_device
 from hvc.output_lock import hold_output
 from hvc.hardware import describe
 from hvc.runtime import atomic_write, clean_stale_temporaries, git_revision, run_cli, staged_dir
-from label_prop.config import PropagationConfig
+from label_prop.config import MemoryConfig, PropagationConfig
 from label_prop.data.datasets import parse_sequences
 from label_prop.propagation.features import (FrameEncoder, add_encoder_arguments, build_encoder, choose_encoder_precision,
                                  resolve_model)
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="filelists only: read only each sequence's first mask (default), or every mask file "
                         "that exists (objects start at their first mask: YouTube-VOS valid lists)")
     PropagationConfig.add_arguments(p)
+    MemoryConfig.add_arguments(p)
     add_encoder_arguments(p)
     return p
 
@@ -156,15 +157,15 @@ def _resume(plans: list[SequencePlan], out_root: Path, ov_root: Path | None,
     return todo, {k: v.name for k, v in done.items()}
 
 
-def _write_sequence(plan: SequencePlan, encoder: FrameEncoder, config: PropagationConfig, out_root: Path,
-                    ov_dir: Path | None, bar: tqdm) -> Timings:
+def _write_sequence(plan: SequencePlan, encoder: FrameEncoder, config: PropagationConfig, memory: MemoryConfig,
+                    out_root: Path, ov_dir: Path | None, bar: tqdm) -> Timings:
     """Segment one sequence into hidden folders (PNGs; overlays) that replace ``<name>`` when
     complete; the score tables that summarise the old results are removed just before."""
     tm = Timings()
     bar.set_postfix_str(plan.name)
     with staged_dir(out_root / plan.name, within=out_root) as tmp, \
             (staged_dir(ov_dir, within=ov_dir.parent) if ov_dir is not None else nullcontext()) as ov:
-        for r in segment_plan(plan, encoder, config, tm):
+        for r in segment_plan(plan, encoder, config, tm, memory):
             bar.update()
             if not r.save:
                 continue
@@ -216,6 +217,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     if args.threads:
         torch.set_num_threads(args.threads)
     config = PropagationConfig.from_mapping(vars(args))
+    memory = MemoryConfig.from_mapping(vars(args))
     bench: Benchmark = open_benchmark(args.benchmark, args.read_masks)
     names = bench.sequences(args.data_root, parse_sequences(bench, args.sequences, args.split))
     all_plans = [bench.plan(s, args.data_root) for s in names]
@@ -236,7 +238,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
         torch.cuda.set_device(device)  # so that nothing lands on cuda:0 by default under torchrun
     choice = choose_encoder_precision(args.precision, device)  # probed once; build_encoder reuses it
     settings = run_settings(model_path, config, seed=args.seed, moco=args.moco, read_masks=args.read_masks,
-                            precision=choice.precision, channels_last=choice.channels_last)
+                            precision=choice.precision, channels_last=choice.channels_last, memory=memory)
     todo, skipped = (_resume(plans, out_root, ov_root if args.save_overlays else None, settings, args.overwrite) if args.resume
                      else (plans, {}))
     _check_outputs(args, [p.name for p in todo], out_root, ov_root, zip_path)
@@ -251,7 +253,7 @@ def _segment_shard(args: argparse.Namespace, shard: Shard, ctx: DistContext, sta
     record.update(shard={"index": shard.index, "count": shard.count, "rule": RULE, "sequences": [p.name for p in plans],
                          "all_sequences": len(all_plans)}, world_size=ctx.world_size, rank=ctx.rank)
     job = _ShardJob(bench, all_plans, out_root, zip_path, record, out_root / f"run-{started}{shard.tag}.json")
-    _segment_all(todo, encoder, config, out_root, ov_root if args.save_overlays else None, record, job.run_path,
+    _segment_all(todo, encoder, config, memory, out_root, ov_root if args.save_overlays else None, record, job.run_path,
                  bench.name if shard.whole else f"{bench.name} {shard.index}/{shard.count}")
     record["complete"] = True
     _write_record(job.run_path, record)
@@ -302,8 +304,8 @@ def _write_record(path: Path, record: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
 
 
-def _segment_all(todo: list[SequencePlan], encoder: FrameEncoder, config: PropagationConfig, out_root: Path,
-                 ov_root: Path | None, record: dict, run_path: Path, desc: str) -> None:
+def _segment_all(todo: list[SequencePlan], encoder: FrameEncoder, config: PropagationConfig, memory: MemoryConfig,
+                 out_root: Path, ov_root: Path | None, record: dict, run_path: Path, desc: str) -> None:
     """Segment ``todo`` under one progress bar over all their frames; the run record is rewritten
     after every sequence, so an interrupted run keeps its timings and ``--resume`` knows which
     sequences are complete."""
@@ -311,7 +313,8 @@ def _segment_all(todo: list[SequencePlan], encoder: FrameEncoder, config: Propag
     with tqdm(total=sum(len(p.frames) for p in todo), desc=desc, unit="frame", file=sys.stderr,
               dynamic_ncols=True) as bar:
         for plan in todo:
-            tm = _write_sequence(plan, encoder, config, out_root, ov_root / plan.name if ov_root else None, bar)
+            tm = _write_sequence(plan, encoder, config, memory, out_root, ov_root / plan.name if ov_root else None,
+                                 bar)
             total.add(tm)
             record["sequences"][plan.name] = {"frames": len(plan.frames), "written": sum(plan.save), **tm.per_frame()}
             record.update(wall_s=time.perf_counter() - wall0, frames=total.frames, **total.per_frame())

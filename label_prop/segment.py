@@ -58,7 +58,7 @@ from hvc.output_lock import hold_output
 from hvc.errors import UsageError
 from hvc.runtime import (atomic_write, check_output_dir, git_revision, peak_rss_mib, resolve_device, run_cli,
                          staged_dir)
-from label_prop.config import PropagationConfig
+from label_prop.config import MemoryConfig, PropagationConfig
 from label_prop.propagation.features import FrameEncoder, add_encoder_arguments, build_encoder, resolve_model
 from label_prop.data.io import read_annotation, write_palette_png
 from label_prop.propagation.pipeline import Timings, VideoSegmenter, require_objects
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print a line with the peak memory every 50 frames, e.g. for logs "
                         "(default: off; a terminal always gets a progress bar)")
     PropagationConfig.add_arguments(p)
+    MemoryConfig.add_arguments(p)
     add_encoder_arguments(p)
     return p
 
@@ -151,7 +152,8 @@ def _segment(args: argparse.Namespace, config: PropagationConfig, encoder: Frame
     if total is not None and args.max_frames is not None:
         total = min(total, args.max_frames)
     tm, wall0, t = Timings(), time.perf_counter(), 0
-    seg = VideoSegmenter(encoder, config, object_ids=tracked, timings=tm)
+    memory = MemoryConfig.from_mapping(vars(args))
+    seg = VideoSegmenter(encoder, config, object_ids=tracked, timings=tm, memory=memory)
     with (writer if writer is not None else nullcontext()), \
             tqdm(total=total, desc=frames.path.name, unit="frame", file=sys.stderr, disable=None) as bar:
         for t, (name, image) in enumerate(stream):
@@ -173,7 +175,9 @@ def _segment(args: argparse.Namespace, config: PropagationConfig, encoder: Frame
         "header_frames": frames.header_frames, "warnings": [shortfall] if shortfall else [],
         "size": list(mask.shape), "objects": [int(i) for i in tracked],
         "codec": writer.codec if writer is not None else None, "fps": fps, "n_context": config.n_context,
-        "config": asdict(config),
+        "config": asdict(config), "memory": asdict(memory),
+        "reid_events": [list(e) for e in seg.propagator.memory.events if e[2] != "admitted"]
+        if seg.propagator is not None and seg.propagator.memory is not None else [],
         "wall_s": time.perf_counter() - wall0,
         **{k: v for k, v in tm.per_frame().items() if k.startswith(("features", "propagate"))},
         "peak_rss_mib": peak_rss_mib(),

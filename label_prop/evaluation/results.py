@@ -132,7 +132,7 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig, *, seed: int,
                  moco: str | os.PathLike | None, read_masks: str, precision: str = "float32",
-                 channels_last: bool = False) -> dict[str, Any]:
+                 channels_last: bool = False, memory: Any = None) -> dict[str, Any]:
     """What determines a run's PNGs, as recorded in ``run-*.json`` and compared by ``--resume``.
 
     Args:
@@ -145,6 +145,8 @@ def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig
         precision, channels_last: the encoder's precision and layout as resolved
             (:func:`hvc.hardware.encoder_precision`; ``auto`` never appears here); recorded when
             the precision is not float32, the exact mode.
+        memory: the object memory's settings (:class:`label_prop.config.MemoryConfig`); recorded
+            as ``memory`` when re-identification is on.
     """
     settings: dict[str, Any] = {"model": str(Path(model_path).resolve()) if model_path is not None else "random"}
     if model_path is None:
@@ -158,6 +160,8 @@ def run_settings(model_path: str | os.PathLike | None, config: PropagationConfig
     if precision != "float32":
         settings.update(precision=precision, channels_last=bool(channels_last))
     settings.update(asdict(config))
+    if memory is not None and memory.reid:
+        settings["memory"] = asdict(memory)
     return json.loads(json.dumps(settings))  # as read back from a record
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from label_prop.config import PropagationConfig
+from label_prop.config import MemoryConfig, PropagationConfig
 from label_prop.propagation.engine import LabelPropagator
 
 #: Below this channel sum the renormalised merge falls back to the mean of the references.
@@ -85,16 +85,25 @@ class MultiRefPropagator:
     Args:
         num_channels: ``K``; channel 0 is the background, channel ``c`` one object.
         config: the protocol of every reference.
+        memory: with ``memory.reid``, a long-term object memory re-identifies lost objects
+            (:class:`label_prop.propagation.memory.ObjectMemory`): where one is found, its labels
+            are re-seeded and the frame becomes a new reference owning it. None or ``reid`` off:
+            the protocol exactly.
         **engine_kwargs: speed knobs of each :class:`LabelPropagator`.
 
     Raises:
         ValueError: bad ``num_channels``; see :meth:`step`.
     """
 
-    def __init__(self, num_channels: int, config: PropagationConfig = PropagationConfig(), **engine_kwargs):
+    def __init__(self, num_channels: int, config: PropagationConfig = PropagationConfig(),
+                 memory: MemoryConfig | None = None, **engine_kwargs):
         if num_channels < 2:
             raise ValueError(f"num_channels must be >= 2 (background + one object), got {num_channels}")
         self.K = num_channels
+        self.memory = None
+        if memory is not None and memory.reid:
+            from label_prop.propagation.memory import ObjectMemory  # faiss only when asked for
+            self.memory = ObjectMemory(num_channels, memory)
         self.config, self.engine_kwargs = config, engine_kwargs
         self.refs: list[LabelPropagator] = []
         #: owner[c] = index of the reference owning channel c, or -1 (object not started yet).
@@ -138,7 +147,8 @@ class MultiRefPropagator:
             if bad:
                 raise ValueError(f"channels {bad} are out of 1..{self.K - 1} or already started")
             new_masks = new_masks.to(feat.device, torch.float32)
-        if not self.refs:
+        first = not self.refs
+        if first:
             if not new_channels:  # nothing to propagate yet
                 y = feat.new_zeros(self.K, *feat.shape[1:])
                 y[0] = 1.0
@@ -153,15 +163,33 @@ class MultiRefPropagator:
                 g[new_channels] = new_masks[new_channels]
                 s = g.sum(0, keepdim=True).clamp(max=1.0)
                 y = (1.0 - s) * y + g
+        found = self._reidentify(feat, y, new_channels, first)
+        if not first:
             for r in self.refs:
                 r.push(feat, y)
-        if new_channels:
+        own = new_channels + [c for c in found if c not in new_channels]
+        if own:
             idx = len(self.refs)
-            for c in new_channels:
+            for c in own:
                 self.owner[c] = idx
             self.refs.append(LabelPropagator(feat, y, self.config, **self.engine_kwargs))
             self.ref_frames.append(self.t)
         return y
+
+    def _reidentify(self, feat: torch.Tensor, y: torch.Tensor, new_channels: list[int], first: bool) -> list[int]:
+        """With a memory: admit the starting objects, track the others, and re-seed ``y`` (in
+        place) where a lost object is found; returns the found channels."""
+        if self.memory is None:
+            return []
+        if new_channels:
+            self.memory.admit(feat, y, ([0] if first else []) + new_channels, self.t)
+        objects = [c for c in self.started if c > 0 and c not in new_channels]
+        found = self.memory.update(feat, y, objects, self.t)
+        for c, region in found.items():
+            r = torch.from_numpy(region).to(y.device)
+            y[:, r] = 0.0
+            y[c, r] = 1.0
+        return list(found)
 
     def _merge(self, preds: list[torch.Tensor]) -> torch.Tensor:
         """Each channel from its owning reference, renormalised (see the module docstring)."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from label_prop.config import PropagationConfig
+from label_prop.config import MemoryConfig, PropagationConfig
 from label_prop.propagation.features import FrameEncoder
 from label_prop.data.io import read_annotation, read_frame
 from label_prop.propagation.multiref import MultiRefPropagator, masks_on_grid
@@ -152,6 +152,8 @@ class VideoSegmenter:
             None it decides the channels: ``config.max_objects`` of them (True), or exactly the
             first annotation's ids (False).
         timings: accumulator of the seconds per stage (default: a new one, :attr:`timings`).
+        memory: the long-term object memory's settings (re-identification with ``memory.reid``;
+            :class:`~label_prop.propagation.multiref.MultiRefPropagator`); None = off.
 
     Attributes:
         propagator: the :class:`~label_prop.propagation.multiref.MultiRefPropagator`, None before the first
@@ -160,8 +162,10 @@ class VideoSegmenter:
     """
 
     def __init__(self, encoder: FrameEncoder, config: PropagationConfig = PropagationConfig(), *,
-                 object_ids: Sequence[int] | None = None, late_starts: bool = True, timings: Timings | None = None):
+                 object_ids: Sequence[int] | None = None, late_starts: bool = True, timings: Timings | None = None,
+                 memory: MemoryConfig | None = None):
         self.encoder, self.config, self.late_starts = encoder, config, late_starts
+        self.memory = memory
         self.object_ids = [int(i) for i in object_ids] if object_ids is not None else None
         self.timings = timings if timings is not None else Timings()
         self.propagator: MultiRefPropagator | None = None
@@ -291,7 +295,7 @@ class VideoSegmenter:
         """Channels and propagator at the first start (see ``late_starts``)."""
         channels = self.object_ids if self.object_ids is not None else (None if self.late_starts else new)
         K = 1 + (len(channels) if channels is not None else self.config.max_objects)
-        self.propagator = MultiRefPropagator(K, self.config)
+        self.propagator = MultiRefPropagator(K, self.config, self.memory)
         self.channels = ObjectChannels(K, channels or [])
 
 
@@ -305,14 +309,14 @@ def require_objects(ids: Sequence[int], source: str) -> None:
 
 def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder: FrameEncoder,
                    config: PropagationConfig = PropagationConfig(), *, object_ids: Sequence[int] | None = None,
-                   timings: Timings | None = None) -> Iterator[np.ndarray]:
+                   timings: Timings | None = None, memory: MemoryConfig | None = None) -> Iterator[np.ndarray]:
     """Segment a video from its first-frame mask, streaming (memory bounded by ``n_context + 1``
     frames); every object starts at frame 0 (a single reference: the engine bit for bit).
 
     Args:
         frames: iterable of ``[H, W, 3]`` uint8 RGB frames, all of the first mask's size.
         first_mask: ``[H, W]`` object ids of frame 0 (255 = void, treated as background).
-        encoder, config: see :class:`VideoSegmenter`.
+        encoder, config, memory: see :class:`VideoSegmenter`.
         object_ids: ids to track (default: all of ``first_mask``).
         timings: optional accumulator of the seconds spent per stage.
 
@@ -331,7 +335,7 @@ def segment_frames(frames: Iterable[np.ndarray], first_mask: np.ndarray, encoder
     missing = [i for i in ids if i not in present]
     if missing:
         raise ValueError(f"object ids {missing} are not in the first-frame mask (present: {present})")
-    seg = VideoSegmenter(encoder, config, object_ids=ids, timings=timings)
+    seg = VideoSegmenter(encoder, config, object_ids=ids, timings=timings, memory=memory)
     for t, frame in enumerate(frames):
         if frame.shape[:2] != first_mask.shape:
             raise ValueError(f"frame {t} has size {frame.shape[:2]}, the first-frame mask {first_mask.shape}")
@@ -351,9 +355,10 @@ class FrameResult:
 
 
 def segment_plan(plan: SequencePlan, encoder: FrameEncoder, config: PropagationConfig = PropagationConfig(),
-                 timings: Timings | None = None) -> Iterator[FrameResult]:
+                 timings: Timings | None = None, memory: MemoryConfig | None = None) -> Iterator[FrameResult]:
     """Segment one dataset sequence: its frames read one at a time, each annotation read only
-    when the stream reaches its frame, objects started where the plan says.
+    when the stream reaches its frame, objects started where the plan says (``memory``: see
+    :class:`VideoSegmenter`).
 
     Raises:
         FileNotFoundError, ValueError: an unreadable frame or annotation (named), no object in
@@ -362,7 +367,7 @@ def segment_plan(plan: SequencePlan, encoder: FrameEncoder, config: PropagationC
     """
     timings = timings if timings is not None else Timings()
     seg = VideoSegmenter(encoder, config, object_ids=plan.object_ids, late_starts=len(plan.annotations) > 1,
-                         timings=timings)
+                         timings=timings, memory=memory)
     last_annotated = max(plan.annotations, default=-1)
     for t, path in enumerate(plan.frames):
         t0 = time.perf_counter()
