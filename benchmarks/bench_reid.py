@@ -12,6 +12,13 @@ subsampled sequence excluded). Writes one CSV row per (sequence, stride, memory)
 propagation seconds per frame, the lost / found events; prints the mean J&F per stride with and
 without, the difference, and the propagation cost ratio (on / off, measured in one process).
 Choose thresholds on ``--split dev``; report ``--split heldout``.
+
+``--synthetic``: instead, the re-entry clips of :func:`label_prop.data.synthetic.reentry_clip`
+(exit, occlusion, jump; ``--clips`` seeds of the clip length 40 + 8 i frames), at full resolution:
+per clip, whether the object is re-identified after it comes back, the frames from its return to
+the first "found", the frames where the prediction shows the object while the ground truth is
+empty (false detections; DAVIS scores such a frame 1 only if the prediction is empty too), with
+and without the memory, and J on the frames after the return.
 """
 from __future__ import annotations
 
@@ -44,6 +51,39 @@ def segment(encoder, feats, gt, size, config, memory):
     return pred, seconds, events
 
 
+def synthetic(args, encoder, memory) -> int:
+    from label_prop.data.synthetic import REENTRY_KINDS, reentry_clip
+    from label_prop.evaluation.metrics import region_similarity
+    config = PropagationConfig(n_context=args.n_context)
+    print(f"synthetic re-entry clips (240x320, full resolution, n-context {args.n_context}), {args.model}")
+    print("| clip | frames | back at | found at (frames after) | false detections without / with | "
+          "J after return without / with |")
+    print("|---|---|---|---|---|---|")
+    for kind in REENTRY_KINDS:
+        for i in range(args.clips):
+            frames, gt = reentry_clip(kind, n_frames=40 + 8 * i, radius=42)
+            with torch.no_grad():
+                feats = [encoder.encode_frame(f, -1) for f in frames]
+            present = gt.reshape(len(gt), -1).any(1)
+            if kind == "jump":
+                back = len(gt) // 2
+            else:
+                gone = int(np.argmin(present))
+                back = gone + int(np.argmax(present[gone:]))
+            res = {}
+            for on in (False, True):
+                pred, _, events = segment(encoder, feats, gt, gt.shape[1:], config, memory if on else None)
+                shown = pred.reshape(len(pred), -1).any(1)
+                found = [e[0] for e in events if e[2] == "found" and e[0] >= back - 1]
+                j = np.mean([region_similarity(p == 1, g == 1) for p, g in zip(pred[back:], gt[back:])])
+                res[on] = (int((shown & ~present).sum()), j, found[0] if found else None)
+            f = res[True][2]
+            print(f"| {kind} | {len(gt)} | {back} | {f if f is not None else 'never'}"
+                  f"{f' ({f - back})' if f is not None else ''} | {res[False][0]} / {res[True][0]} | "
+                  f"{res[False][1]:.3f} / {res[True][1]:.3f} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--split", default="dev", choices=("dev", "heldout"))
@@ -54,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sequences", default=None, help="comma-separated subset of the half")
     p.add_argument("--out", type=Path, default=Path("bench_out/reid.csv"))
+    p.add_argument("--synthetic", action="store_true", help="the synthetic re-entry clips instead of DAVIS")
+    p.add_argument("--clips", type=int, default=2, help="clips per kind with --synthetic (default 2)")
     MemoryConfig.add_arguments(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -62,6 +104,8 @@ def main(argv=None) -> int:
     config = PropagationConfig(input_size=args.input_size, n_context=args.n_context)
     memory = MemoryConfig.from_mapping({**vars(args), "reid": True})
     encoder = build_encoder(args.model, precision="float32")
+    if args.synthetic:
+        return synthetic(args, encoder, memory)
     bench = get_benchmark("davis16")
     names = split_sequences(bench, args.split)
     if args.sequences:

@@ -137,13 +137,13 @@ class MemoryConfig:
     knn: int = 10
     # A position votes "found" for a lost object when at least this fraction of its neighbours
     # carry the object's label. In (0, 1].
-    vote: float = 0.7
+    vote: float = 0.3
     # ... and its cosine similarity to the object's nearest prototype exceeds that to the
     # background's nearest prototype by at least this. In [-2, 2].
     margin: float = 0.0
     # The object is found when the region of such positions (grown to half the votes) covers at
     # least this fraction of its median tracked mass (and holds at least 2 such positions).
-    found_ratio: float = 0.3
+    found_ratio: float = 0.2
     # kNN index: flat = exact inner product; ivf / hnsw = approximate; auto = flat up to
     # ``approx_above`` vectors, ivf beyond.
     index: str = "auto"

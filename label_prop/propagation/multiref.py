@@ -174,7 +174,20 @@ class MultiRefPropagator:
                 self.owner[c] = idx
             self.refs.append(LabelPropagator(feat, y, self.config, **self.engine_kwargs))
             self.ref_frames.append(self.t)
+            if found:
+                self._drop_unowned()
         return y
+
+    def _drop_unowned(self) -> None:
+        """Forget the references that no longer own a channel (an object re-identified moves to
+        its new reference), so that repeated re-identifications do not add references."""
+        keep = [i for i in range(len(self.refs)) if i in self.owner]
+        if len(keep) == len(self.refs):
+            return
+        new_index = {old: new for new, old in enumerate(keep)}
+        self.refs = [self.refs[i] for i in keep]
+        self.ref_frames = [self.ref_frames[i] for i in keep]
+        self.owner = [new_index[o] if o >= 0 else -1 for o in self.owner]
 
     def _reidentify(self, feat: torch.Tensor, y: torch.Tensor, new_channels: list[int], first: bool) -> list[int]:
         """With a memory: admit the starting objects, track the others, and re-seed ``y`` (in
