@@ -44,6 +44,8 @@ def roots(tmp_path):
     outside = write_frames(tmp_path / "outside" / "secret")
     os.symlink(outside, root / "escape")  # leaves the root: refused
     os.symlink(root / "clip", root / "alias")  # stays inside: allowed
+    (tmp_path / "outside" / "film.mp4").write_bytes(b"not listed")
+    os.symlink(tmp_path / "outside" / "film.mp4", root / "film.mp4")  # a file that leaves: not listed, refused
     return root
 
 
@@ -92,7 +94,8 @@ def test_absolute_path_to_a_real_folder_and_a_bad_root_index_are_refused(encoder
 def test_listing_skips_symlinks_that_leave_and_opens_those_that_stay(encoder, roots):
     c = client(encoder, roots)
     paths = {s["path"] for s in c.get("/api/sources").json()["sources"]}
-    assert {"clip", "long"} <= paths and "escape" not in paths and "escape/secret" not in paths
+    assert {"clip", "long"} <= paths and not {"escape", "escape/secret", "film.mp4"} & paths
+    assert_refused(c.post("/api/sessions", json={"root": 0, "path": "film.mp4"}), 403, "outside root 0")
     r = c.post("/api/sessions", json={"root": 0, "path": "alias"})
     assert r.status_code == 202, r.text
     assert wait_ready(c, r.json()["id"])["status"] == "ready"
@@ -210,6 +213,11 @@ def test_undo_restores_the_masks_and_the_history(encoder, roots):
         st = wait_ready(c, sid)
     assert st["object_ids"] == [1] and st["annotated_frames"] == [0] and st["interactions"] == 1
     assert c.get(f"/api/sessions/{sid}/export/masks.zip").content == first
+    doc = c.get(f"/api/sessions/{sid}/export/session.json").json()
+    loaded = c.post("/api/sessions/load", json=doc).json()["id"]
+    st = wait_ready(c, loaded)
+    assert st["interactions"] == 1 and st["can_undo"]  # a replayed session can be undone too
+    assert c.get(f"/api/sessions/{loaded}/export/masks.zip").content == first
 
 
 def test_a_video_file_opens_and_its_length_is_limited(encoder, roots):

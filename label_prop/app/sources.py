@@ -78,6 +78,9 @@ def list_sources(roots: Sequence[Path]) -> list[Source]:
                 out.append(Source(i, rel, "frames", n))
                 listed += 1
             for f in sorted(filenames):
+                real = (here / f).resolve()
+                if real != root and root not in real.parents:
+                    continue  # a symlink that leaves the root: it could not be opened
                 if Path(f).suffix.lower() in VIDEO_EXTS and not f.startswith("."):
                     out.append(Source(i, (Path(rel) / f).as_posix() if rel != "." else f, "video", -1))
                     listed += 1

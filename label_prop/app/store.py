@@ -282,8 +282,7 @@ class SessionStore:
             s.session = InteractiveSession(s.frames, self.encoder, (1,), self.config, progress=s.tell)
             for i, item in enumerate(replay or ()):
                 s.tell("replay", i, len(replay))
-                apply_interaction(s.session, item)
-                s.history.append(item)
+                self._apply(s, item)
         self._jobs.put((s, load, True))
         return s
 
@@ -294,17 +293,19 @@ class SessionStore:
         Raises:
             Busy: ``s`` is loading or computing.
         """
-        def job() -> None:
-            snap = s.session.snapshot()
-            try:
-                apply_interaction(s.session, item)
-            except Exception:  # a half-applied interaction (a mask's new objects) is rolled back
-                s.session.restore(snap)
-                raise
-            s.history.append(item)
-            if self.undo_depth:
-                s.undo = (s.undo + [(snap, len(s.history) - 1)])[-self.undo_depth:]
-        self._submit(s, job)
+        self._submit(s, lambda: self._apply(s, item))
+
+    def _apply(self, s: AppSession, item: dict) -> None:
+        """Apply ``item`` on the worker thread, keeping the snapshot before it for undo."""
+        snap = s.session.snapshot()
+        try:
+            apply_interaction(s.session, item)
+        except Exception:  # a half-applied interaction (a mask's new objects) is rolled back
+            s.session.restore(snap)
+            raise
+        s.history.append(item)
+        if self.undo_depth:
+            s.undo = (s.undo + [(snap, len(s.history) - 1)])[-self.undo_depth:]
 
     def undo(self, s: AppSession) -> None:
         """Queue an undo of the last interaction.
