@@ -36,7 +36,7 @@ from hvc.hardware import describe  # noqa: E402
 from label_prop.config import MemoryConfig, PropagationConfig  # noqa: E402
 from label_prop.data.datasets import get_benchmark, split_sequences  # noqa: E402
 from label_prop.evaluation.metrics import evaluate_sequence  # noqa: E402
-from label_prop.interactive.run import load_sequence  # noqa: E402
+from label_prop.interactive.protocol import load_sequence  # noqa: E402
 from label_prop.propagation.features import build_encoder  # noqa: E402
 from label_prop.propagation.pipeline import VideoSegmenter  # noqa: E402
 

@@ -10,7 +10,7 @@ device is not a setting: features and propagation run where the encoder is.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from hvc.errors import UsageError
@@ -106,52 +106,67 @@ class PropagationConfig:
 MEMORY_INDEXES = ("auto", "flat", "ivf", "hnsw")
 
 
+def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None) -> Any:
+    """A config field stated once: its default and its help (with ``{default}`` filled in), the
+    command-line flag when it is not ``--field-name``, and the allowed values; read by
+    :func:`add_setting_arguments`."""
+    meta = {"help": help, "flag": flag, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+def add_setting_arguments(group, cls, defaults: Mapping[str, Any] | None = None) -> None:
+    """One option per :func:`setting` field of the dataclass ``cls``: ``--field-name`` (or its
+    flag), its type from the default (a bool default False: a switch), its choices, and its help
+    with the default (``defaults`` overrides some: a command that starts elsewhere)."""
+    d = cls(**(defaults or {}))
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            continue
+        value = getattr(d, f.name)
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        text = f.metadata["help"].format(default=value)
+        if isinstance(value, bool):
+            group.add_argument(flag, dest=f.name, action="store_true", default=value, help=text)
+        else:
+            group.add_argument(flag, dest=f.name, type=type(value), default=value, choices=f.metadata["choices"],
+                               help=text)
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """The long-term object memory and re-identification of lost objects
-    (:mod:`label_prop.propagation.memory`; docs/reid.md). Off unless ``reid`` is set.
+    (:mod:`label_prop.propagation.memory`; docs/reid.md). Off unless ``reid`` is set. Each field's
+    help is its documentation.
 
     Raises:
         UsageError: a value out of range (the message names the option).
     """
 
-    # Re-identify lost objects: keep a bank of feature vectors per object and the background,
-    # search it globally (no radius) for an object that was lost, and restart its propagation
-    # where it is found. Off by default (docs/reid.md has the measurements).
-    reid: bool = False
-    # Most vectors kept per object (and for the background), reservoir-sampled from the positions
-    # admitted: memory stays flat however long the video. Vectors.
-    bank_size: int = 2000
-    # A tracked, stable object adds its confident positions to its bank every this many frames.
-    admit_every: int = 5
-    # A position is admitted for a label when its soft label for it is at least this. In [0, 1].
-    admit_confidence: float = 0.9
-    # Prototype vectors per label (k-means of its bank): the object descriptors.
-    prototypes: int = 8
-    # An object is lost when its mass (grid cells where its soft label is the largest) falls below
-    # this fraction of its median mass over the last ``history`` tracked frames.
-    lost_ratio: float = 0.25
-    # Frames of mass history behind the lost rule.
-    history: int = 10
-    # Neighbours per query position in the global search (votes for a label).
-    knn: int = 10
-    # A position votes "found" for a lost object when at least this fraction of its neighbours
-    # carry the object's label. In (0, 1].
-    vote: float = 0.3
-    # ... and its cosine similarity to the object's nearest prototype exceeds that to the
-    # background's nearest prototype by at least this. In [-2, 2].
-    margin: float = 0.0
-    # The object is found when the region of such positions (grown to half the votes) covers at
-    # least this fraction of its median tracked mass (and holds at least 2 such positions).
-    found_ratio: float = 0.2
-    # kNN index: flat = exact inner product; ivf / hnsw = approximate; auto = flat up to
-    # ``approx_above`` vectors, ivf beyond.
-    index: str = "auto"
-    approx_above: int = 100_000
-    # IVF: inverted lists and lists probed per query; HNSW: neighbours per node.
-    ivf_lists: int = 256
-    ivf_probe: int = 16
-    hnsw_m: int = 32
+    reid: bool = setting(False, "re-identify lost objects: keep a bank of feature vectors per object and for the "
+                                "background, search it over the whole frame (faiss) for an object that was lost, and "
+                                "restart its propagation where it is found (docs/reid.md; off by default)")
+    bank_size: int = setting(2000, "most feature vectors kept per object and for the background, reservoir-sampled, so "
+                                   "memory stays flat for any video length (default {default})")
+    admit_every: int = setting(5, "a tracked object whose mass is within a factor 2 of its median adds its confident "
+                                  "positions to its bank every N frames (default {default})")
+    admit_confidence: float = setting(0.9, "soft label, 0..1, that a position needs to enter a bank (default {default})")
+    prototypes: int = setting(8, "k-means prototypes per bank: the object's descriptors (default {default})")
+    lost_ratio: float = setting(0.25, "an object is lost when its mass (grid cells where its label wins) falls below this "
+                                      "fraction of its median over the last --history tracked frames (default {default})")
+    history: int = setting(10, "frames of mass history behind the lost rule (default {default})")
+    knn: int = setting(10, "neighbours per position in the global search (default {default})", flag="--reid-knn")
+    vote: float = setting(0.3, "a core position of a found object has at least this fraction of its neighbours from "
+                               "the object's bank (default {default}; chosen on the dev half)")
+    margin: float = setting(0.0, "... and is closer (cosine) to the object's nearest prototype than to the "
+                                 "background's by this (default {default})")
+    found_ratio: float = setting(0.2, "the object is found when the region around its core positions covers this "
+                                      "fraction of its median mass (default {default}; chosen on the dev half)")
+    index: str = setting("auto", "kNN index: flat (exact), ivf, hnsw, or auto = flat up to --approx-above vectors, "
+                                 "ivf beyond (default {default})", flag="--memory-index", choices=MEMORY_INDEXES)
+    approx_above: int = setting(100_000, "vectors above which auto uses ivf (default {default})")
+    ivf_lists: int = setting(256, "IVF inverted lists (default {default})")
+    ivf_probe: int = setting(16, "IVF lists probed per query (default {default})")
+    hnsw_m: int = setting(32, "HNSW neighbours per node (default {default})")
 
     def __post_init__(self) -> None:
         checks = (
@@ -177,42 +192,8 @@ class MemoryConfig:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """Add one option per field (``--reid``, ``--bank-size``, ...) with its default and help."""
-        g = parser.add_argument_group("object memory and re-identification (docs/reid.md)")
-        d = MemoryConfig()
-        g.add_argument("--reid", action="store_true",
-                       help="re-identify lost objects with a long-term object memory and a global kNN search "
-                            "(faiss); off by default")
-        g.add_argument("--bank-size", type=int, default=d.bank_size,
-                       help=f"most feature vectors kept per object and for the background (default {d.bank_size})")
-        g.add_argument("--admit-every", type=int, default=d.admit_every,
-                       help=f"a stable object adds to its bank every N frames (default {d.admit_every})")
-        g.add_argument("--admit-confidence", type=float, default=d.admit_confidence,
-                       help=f"soft label a position needs to enter a bank, 0..1 (default {d.admit_confidence})")
-        g.add_argument("--prototypes", type=int, default=d.prototypes,
-                       help=f"k-means prototypes per object, its descriptors (default {d.prototypes})")
-        g.add_argument("--lost-ratio", type=float, default=d.lost_ratio,
-                       help=f"lost when the object's mass falls below this fraction of its recent median "
-                            f"(default {d.lost_ratio})")
-        g.add_argument("--history", type=int, default=d.history,
-                       help=f"frames of mass history behind the lost rule (default {d.history})")
-        g.add_argument("--reid-knn", dest="knn", type=int, default=d.knn,
-                       help=f"neighbours per position in the global search (default {d.knn})")
-        g.add_argument("--vote", type=float, default=d.vote,
-                       help=f"fraction of neighbours of the object's label for a found position (default {d.vote})")
-        g.add_argument("--margin", type=float, default=d.margin,
-                       help=f"a found position is closer (cosine) to the object's nearest prototype than to the "
-                            f"background's by this (default {d.margin})")
-        g.add_argument("--found-ratio", type=float, default=d.found_ratio,
-                       help=f"found region, as a fraction of the object's recent median mass (default {d.found_ratio})")
-        g.add_argument("--memory-index", dest="index", choices=MEMORY_INDEXES, default=d.index,
-                       help=f"kNN index: flat (exact), ivf, hnsw, or auto = flat up to --approx-above vectors "
-                            f"(default {d.index})")
-        g.add_argument("--approx-above", type=int, default=d.approx_above,
-                       help=f"bank size above which auto uses ivf (default {d.approx_above})")
-        g.add_argument("--ivf-lists", type=int, default=d.ivf_lists, help=f"IVF lists (default {d.ivf_lists})")
-        g.add_argument("--ivf-probe", type=int, default=d.ivf_probe,
-                       help=f"IVF lists probed per query (default {d.ivf_probe})")
-        g.add_argument("--hnsw-m", type=int, default=d.hnsw_m, help=f"HNSW neighbours per node (default {d.hnsw_m})")
+        add_setting_arguments(parser.add_argument_group("object memory and re-identification (docs/reid.md)"),
+                              MemoryConfig)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "MemoryConfig":

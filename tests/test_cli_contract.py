@@ -154,3 +154,21 @@ def test_wrapper_scripts_answer_help(script, words):
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stdout.split())  # argparse wraps help lines
     assert all(w in text for w in words), proc.stdout[:500]
+
+
+@pytest.mark.parametrize("cls_path", ["label_prop.config.MemoryConfig", "label_prop.app.config.AppConfig"])
+def test_settings_stated_once_give_the_command_line_its_options_and_defaults(cls_path):
+    import argparse
+    import dataclasses
+    import importlib
+    module, name = cls_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    parser = argparse.ArgumentParser()
+    cls.add_arguments(parser)
+    parsed = parser.parse_args([])
+    d = cls()
+    assert cls.from_mapping(vars(parsed)) == d
+    helps = {a.dest: a.help for a in parser._actions}
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata:
+            assert f.name in helps and "default" in helps[f.name], f.name

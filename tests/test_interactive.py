@@ -15,7 +15,7 @@ from label_prop.propagation.features import build_encoder
 from label_prop.interactive import InteractiveConfig, InteractiveSession
 from label_prop.interactive import run as IR
 from label_prop.config import PropagationConfig
-from label_prop.interactive.protocol import ProtocolConfig, run_sequence
+from label_prop.interactive.protocol import ProtocolConfig, load_sequence, run_sequence
 from label_prop.interactive.robot import error_regions, first_frame, robot_scribbles
 from label_prop.interactive.scoring import COLUMNS, summarize
 from label_prop.interactive.scribbles import check_scribbles, rasterize, scribbles_to_json
@@ -40,7 +40,7 @@ def encoder():
 
 
 def _load(data_root, seq, n):
-    frames, gt, ids = IR.load_sequence(get_benchmark("davis16"), seq, data_root, n)
+    frames, gt, ids = load_sequence(get_benchmark("davis16"), seq, data_root, n)
     return frames, gt, ids
 
 

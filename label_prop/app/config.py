@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hvc.errors import UsageError
+from label_prop.config import add_setting_arguments, setting
 
 #: Hosts that only this machine can reach; any other ``--host`` gets a warning.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -14,7 +15,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass(frozen=True)
 class AppConfig:
-    """How the app serves, what it may open, and its limits.
+    """How the app serves, what it may open, and its limits (each field's help is its
+    documentation; ``roots`` comes from ``--root``).
 
     Raises:
         UsageError: a value out of range (names the option).
@@ -22,23 +24,19 @@ class AppConfig:
 
     #: Folders whose files and sub-folders the app may open (resolved; nothing outside them).
     roots: tuple[Path, ...] = ()
-    #: Interface to listen on; 127.0.0.1 = this machine only.
-    host: str = "127.0.0.1"
-    #: TCP port; 0 = a free port chosen by the system.
-    port: int = 8765
-    #: Sessions held at once; opening one more is refused (503) until one is closed or expires.
-    max_sessions: int = 4
-    #: A session untouched for this many seconds is freed (its masks are lost unless exported).
-    idle_seconds: float = 1800.0
-    #: Most frames a session may hold: a longer video is refused (413) unless the request asks
-    #: for its first frames only.
-    max_frames: int = 500
-    #: Largest request body, in MiB (an uploaded mask, a session file, strokes).
-    max_upload_mb: float = 16.0
-    #: Interactions that can be undone, per session (each keeps a compressed copy of the masks).
-    undo_depth: int = 20
-    #: Frames per second of the exported overlay video for frame folders (videos keep theirs).
-    fps: float = 24.0
+    host: str = setting("127.0.0.1", "interface to listen on (default {default}: this machine only; any other warns)")
+    port: int = setting(8765, "TCP port, 0 = any free one (default {default})")
+    max_sessions: int = setting(4, "sessions held at once; one more is refused (503) until one is closed or freed "
+                                   "(default {default})")
+    idle_seconds: float = setting(1800.0, "free a session untouched for this many seconds; its masks are lost unless "
+                                          "exported (default {default:g})")
+    max_frames: int = setting(500, "most frames a session may hold; a longer video is refused (413) unless its first "
+                                   "frames are asked for (default {default})")
+    max_upload_mb: float = setting(16.0, "largest request body (mask, session file, strokes), MiB (default {default:g})")
+    undo_depth: int = setting(20, "interactions that can be undone per session, each keeping a compressed copy of "
+                                  "the masks (default {default})")
+    fps: float = setting(24.0, "frames per second of exported overlay videos of frame folders; videos keep theirs "
+                               "(default {default:g})")
 
     def __post_init__(self) -> None:
         checks = ((0 <= self.port <= 65535, "--port must be in 0..65535", self.port),
@@ -65,27 +63,11 @@ class AppConfig:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """One option per field, with its default and help (``--root`` may be repeated)."""
-        d = AppConfig()
         g = parser.add_argument_group("app")
         g.add_argument("--root", action="append", type=Path, default=None, metavar="DIR",
                        help="a folder whose videos, frame folders and DAVIS / YouTube-VOS sequences may be opened; "
                             "repeat for more (default: the data root, $HVC_DATA_ROOT or ./data)")
-        g.add_argument("--host", default=d.host,
-                       help=f"interface to listen on (default {d.host}: this machine only; any other warns)")
-        g.add_argument("--port", type=int, default=d.port, help=f"TCP port, 0 = any free one (default {d.port})")
-        g.add_argument("--max-sessions", type=int, default=d.max_sessions,
-                       help=f"sessions held at once (default {d.max_sessions})")
-        g.add_argument("--idle-seconds", type=float, default=d.idle_seconds,
-                       help=f"free a session untouched for this many seconds (default {d.idle_seconds:g})")
-        g.add_argument("--max-frames", type=int, default=d.max_frames,
-                       help=f"most frames a session may hold; longer videos are refused unless their first frames "
-                            f"are asked for (default {d.max_frames})")
-        g.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
-                       help=f"largest request body (mask, session file, strokes), MiB (default {d.max_upload_mb:g})")
-        g.add_argument("--undo-depth", type=int, default=d.undo_depth,
-                       help=f"interactions that can be undone per session (default {d.undo_depth})")
-        g.add_argument("--fps", type=float, default=d.fps,
-                       help=f"frames per second of exported overlay videos of frame folders (default {d.fps:g})")
+        add_setting_arguments(g, AppConfig)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "AppConfig":

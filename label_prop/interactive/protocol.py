@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from hvc.errors import UsageError
+from label_prop.data.io import VOID_ID, read_frame, read_mask
+from label_prop.data.plans import Benchmark
 from label_prop.propagation.features import FrameEncoder
 from label_prop.interactive.robot import RobotConfig, first_frame, robot_scribbles
 from label_prop.interactive.scoring import frame_scores
@@ -146,3 +148,27 @@ def _next_frame(session: InteractiveSession, masks: np.ndarray, gt: np.ndarray, 
         if sc:
             return int(c), sc
     return -1, None
+
+
+def load_sequence(bench: Benchmark, seq: str, root=None, max_frames: int | None = None
+                  ) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+    """Frames, ground truth ``[T, H, W]`` and object ids of one sequence (DAVIS-2016: ``[1]``;
+    DAVIS-2017: ``1 .. N``, N the largest id in any frame, void excluded).
+
+    Raises:
+        FileNotFoundError, ValueError: missing files, sizes that differ, or no object (names the file).
+    """
+    paths = bench.frames(seq, root)[:max_frames]
+    frames = [read_frame(p) for p in paths]
+    gts = []
+    for p, f in zip(paths, frames):
+        ap = bench.annotation(seq, p.stem, root)
+        m = read_mask(ap, binary=bool(bench.binary))
+        if m.shape != f.shape[:2]:
+            raise ValueError(f"{ap}: size {m.shape} differs from the frame {p} {f.shape[:2]}")
+        gts.append(m)
+    gt = np.stack(gts)
+    ids = [1] if bench.binary else list(range(1, int(gt[gt != VOID_ID].max(initial=0)) + 1))
+    if not ids or not np.isin(gt, ids).any():
+        raise ValueError(f"{bench.name}/{seq}: no object in the ground truth")
+    return frames, gt, ids

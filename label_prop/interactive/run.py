@@ -46,41 +46,17 @@ from hvc.runtime import atomic_write, git_revision, resolve_device, run_cli, sta
 from label_prop.config import PropagationConfig
 from label_prop.data.datasets import get_benchmark, parse_sequences
 from label_prop.propagation.features import add_encoder_arguments, build_encoder
-from label_prop.interactive.protocol import FRAME_CHOICES, ProtocolConfig, run_sequence
+from label_prop.interactive.protocol import FRAME_CHOICES, ProtocolConfig, load_sequence, run_sequence
 from label_prop.interactive.scoring import COLUMNS, summarize
 from label_prop.interactive.seeded import METHODS, SeedConfig
 from label_prop.interactive.session import FEATURE_DTYPES, InteractiveConfig
-from label_prop.data.io import VOID_ID, read_frame, read_mask, write_palette_png
-from label_prop.data.plans import Benchmark, data_root
+from label_prop.data.io import write_palette_png
+from label_prop.data.plans import data_root
 from label_prop.evaluation.results import model_name
 
 PROG = "bash scripts/run_interactive.sh"
 RESULTS_CSV = "interactive_results.csv"
 SUMMARY_JSON = "interactive_summary.json"
-
-
-def load_sequence(bench: Benchmark, seq: str, root=None, max_frames: int | None = None
-                  ) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
-    """Frames, ground truth ``[T, H, W]`` and object ids of one sequence (DAVIS-2016: ``[1]``;
-    DAVIS-2017: ``1 .. N``, N the largest id in any frame, void excluded).
-
-    Raises:
-        FileNotFoundError, ValueError: missing files, sizes that differ, or no object (names the file).
-    """
-    paths = bench.frames(seq, root)[:max_frames]
-    frames = [read_frame(p) for p in paths]
-    gts = []
-    for p, f in zip(paths, frames):
-        ap = bench.annotation(seq, p.stem, root)
-        m = read_mask(ap, binary=bool(bench.binary))
-        if m.shape != f.shape[:2]:
-            raise ValueError(f"{ap}: size {m.shape} differs from the frame {p} {f.shape[:2]}")
-        gts.append(m)
-    gt = np.stack(gts)
-    ids = [1] if bench.binary else list(range(1, int(gt[gt != VOID_ID].max(initial=0)) + 1))
-    if not ids or not np.isin(gt, ids).any():
-        raise ValueError(f"{bench.name}/{seq}: no object in the ground truth")
-    return frames, gt, ids
 
 
 def build_parser() -> argparse.ArgumentParser:
