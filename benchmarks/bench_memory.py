@@ -13,6 +13,10 @@ search. Random unit vectors stand in for features (the search cost does not depe
 values; recall on real features is higher, their neighbours being more distinct). The machine is
 printed first; the propagation step it is compared with is timed in the same process
 (:class:`label_prop.propagation.engine.LabelPropagator`, n-context 20, the same grid).
+
+``--long N``: instead, an N-frame video (the ``jump`` re-entry clip played forwards and backwards
+in turn, 240x320) segmented with the memory on, printing the resident memory (VmRSS) and the
+banks' bytes every N/10 frames: flat memory means the rows stop growing once the banks are full.
 """
 from __future__ import annotations
 
@@ -54,6 +58,35 @@ def propagation_seconds(grid, channels, repeats=3) -> float:
     return statistics.median(times)
 
 
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def long_video(n: int) -> int:
+    from label_prop.data.synthetic import reentry_clip
+    from label_prop.propagation.features import build_encoder
+    from label_prop.propagation.pipeline import VideoSegmenter
+    frames, gt = reentry_clip("jump", n_frames=40, radius=42)
+    loop = np.concatenate([frames, frames[::-1]])
+    seg = VideoSegmenter(build_encoder("random", precision="float32"), PropagationConfig(n_context=20),
+                         object_ids=[1], memory=MemoryConfig(reid=True))
+    print(f"{n} frames of 240x320 (the jump clip looped), random, n-context 20, memory on")
+    print("| frame | VmRSS MiB | banks KiB | vectors per bank | references | s/frame |")
+    print("|---|---|---|---|---|---|")
+    t0 = time.perf_counter()
+    for t in range(n):
+        seg.step(loop[t % len(loop)], gt[0] if t == 0 else None)
+        if (t + 1) % max(n // 10, 1) == 0:
+            mem = seg.propagator.memory
+            sizes = "/".join(str(len(b)) if b is not None else "0" for b in mem.banks)
+            print(f"| {t + 1} | {rss_mib():.0f} | {mem.nbytes / 1024:.0f} | {sizes} | {len(seg.propagator.refs)} | "
+                  f"{(time.perf_counter() - t0) / (t + 1):.3f} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -63,8 +96,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--query-fraction", type=float, default=0.1)
     p.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"])
+    p.add_argument("--long", type=int, default=0, help="frames of the flat-memory run instead (e.g. 1000)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.long:
+        return long_video(args.long)
     import faiss
     faiss.omp_set_num_threads(args.threads)
     hw = describe("cpu")

@@ -70,7 +70,6 @@ class Snapshot:
     widths: dict
     annotated: dict
     object_ids: tuple
-    changed_frames: tuple
 
     @property
     def nbytes(self) -> int:
@@ -217,8 +216,7 @@ class InteractiveSession:
         do not change), for :meth:`restore` (an undo)."""
         return Snapshot(masks=zlib.compress(self._masks.tobytes(), 1), reliability=self._reliability.copy(),
                         strokes=copy.deepcopy(self._strokes), widths=copy.deepcopy(self._widths),
-                        annotated=dict(self._annotated), object_ids=tuple(self.object_ids),
-                        changed_frames=tuple(self.changed_frames))
+                        annotated=dict(self._annotated), object_ids=tuple(self.object_ids))
 
     def restore(self, snap: Snapshot) -> None:
         """Return to the state of ``snap`` (taken from this session by :meth:`snapshot`); the frames
