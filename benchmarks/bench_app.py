@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _train_helpers import rss_kib  # noqa: E402  (the sibling module)
 from hvc.hardware import describe  # noqa: E402
 from label_prop.app.config import AppConfig  # noqa: E402
 from label_prop.app.server import create_app  # noqa: E402
@@ -48,10 +50,8 @@ from label_prop.propagation.features import build_encoder  # noqa: E402
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of this process now, MiB (``_train_helpers.rss_kib``)."""
+    return rss_kib("VmRSS") / 1024
 
 
 class Client:
