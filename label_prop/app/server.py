@@ -43,6 +43,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hvc.errors import UsageError
 from label_prop.app.config import AppConfig
 from label_prop.app.sources import SourceError, list_sources, read_source, resolve_source
 from label_prop.app.store import (SESSION_FORMAT, SESSION_VERSION, AppSession, Busy, Full, SessionStore,
@@ -145,7 +146,6 @@ def create_app(encoder: FrameEncoder, model: dict, config: InteractiveConfig, ap
     Raises:
         UsageError: no root folder, or a root that is not a folder.
     """
-    from hvc.errors import UsageError
     roots = [Path(r).resolve() for r in app_config.roots]
     if not roots:
         raise UsageError("the app needs at least one --root folder")
