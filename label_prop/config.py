@@ -16,6 +16,17 @@ from typing import Any, Mapping
 from hvc.errors import UsageError
 
 
+def check_settings(checks) -> None:
+    """Raise the first failed check of ``(ok, message, value)`` triples (a config's ranges).
+
+    Raises:
+        UsageError: ``"{message}, got {value}"`` of the first check that is not ``ok``.
+    """
+    for ok, msg, value in checks:
+        if not ok:
+            raise UsageError(f"{msg}, got {value}")
+
+
 @dataclass(frozen=True)
 class PropagationConfig:
     """The label-propagation protocol and its input (see the comment on each field).
@@ -59,9 +70,7 @@ class PropagationConfig:
              "--input-size must be -1 (full resolution) or >= 1 pixels", self.input_size),
             (self.max_objects >= 1, "--max-objects must be >= 1", self.max_objects),
         )
-        for ok, msg, value in checks:
-            if not ok:
-                raise UsageError(f"{msg}, got {value}")
+        check_settings(checks)
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
@@ -185,9 +194,7 @@ class MemoryConfig:
              "--approx-above, --ivf-lists, --ivf-probe must be >= 1 and --hnsw-m >= 4",
              (self.approx_above, self.ivf_lists, self.ivf_probe, self.hnsw_m)),
         )
-        for ok, msg, value in checks:
-            if not ok:
-                raise UsageError(f"{msg}, got {value}")
+        check_settings(checks)
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:

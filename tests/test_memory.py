@@ -40,7 +40,7 @@ def test_approximate_indexes_find_most_true_neighbours(kind):
     _, ref = brute_force_knn(queries, keys, 10)
     _, got = KnnIndex(keys.numpy(), kind, MemoryConfig(ivf_lists=32, ivf_probe=8)).search(queries.numpy(), 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, ref.numpy())])
-    assert recall > 0.5, recall  # measured in benchmarks/bench_memory.py; far above chance (0.002)
+    assert recall > 0.5, recall  # 32 channels, 32 lists: far above chance (0.002); 256-channel costs: bench_memory.py
 
 
 def test_banks_stay_bounded_and_reservoir_sampling_is_uniform():
@@ -74,7 +74,7 @@ def test_without_the_memory_the_propagation_is_unchanged():
         outs.append([p.step(*args) for p in (plain, off, on)])
     for t, (a, b, c) in enumerate(outs):
         assert torch.equal(a, b), t
-        assert torch.equal(a, c) or on.memory.events, t
+        assert torch.equal(a, c) or any(e[2] != "admitted" for e in on.memory.events), t
     assert off.memory is None and on.memory is not None
 
 

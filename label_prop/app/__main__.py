@@ -17,10 +17,8 @@ encoder options are :func:`label_prop.propagation.features.add_encoder_arguments
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -29,7 +27,7 @@ from hvc.runtime import resolve_device, run_cli
 from label_prop.app.config import AppConfig
 from label_prop.config import PropagationConfig
 from label_prop.data.plans import data_root
-from label_prop.evaluation.results import model_name
+from label_prop.evaluation.results import file_digest, model_name
 from label_prop.interactive.seeded import METHODS, SeedConfig
 from label_prop.interactive.session import FEATURE_DTYPES, InteractiveConfig
 from label_prop.propagation.features import add_encoder_arguments, build_encoder, resolve_model
@@ -57,23 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sha256(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_identity(args: argparse.Namespace, encoder) -> dict:
     """What identifies the encoder in a session file: name, seed (``random``), the weights' and the
     MoCo file's SHA-256, and the precision it runs in."""
     weights = resolve_model(args.model, args.checkpoints_dir)
     choice = encoder.precision_choice
     return {"name": model_name(args.model), "seed": args.seed if weights is None else None,
-            "weights_sha256": _sha256(weights), "moco_sha256": _sha256(Path(args.moco)) if args.moco else None,
+            "weights_sha256": file_digest(weights) if weights is not None else None,
+            "moco_sha256": file_digest(args.moco) if args.moco else None,
             "precision": choice.precision, "channels_last": choice.channels_last}
 
 

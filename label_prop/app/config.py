@@ -6,8 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from hvc.errors import UsageError
-from label_prop.config import add_setting_arguments, setting
+from label_prop.config import add_setting_arguments, check_settings, setting
 
 #: Hosts that only this machine can reach; any other ``--host`` gets a warning.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -46,9 +45,7 @@ class AppConfig:
                   (self.max_upload_mb > 0, "--max-upload-mb must be > 0", self.max_upload_mb),
                   (self.undo_depth >= 0, "--undo-depth must be >= 0", self.undo_depth),
                   (self.fps > 0, "--fps must be > 0", self.fps))
-        for ok, msg, value in checks:
-            if not ok:
-                raise UsageError(f"{msg}, got {value}")
+        check_settings(checks)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -48,7 +48,7 @@ from label_prop.app.config import AppConfig
 from label_prop.app.sources import SourceError, list_sources, read_source, resolve_source
 from label_prop.app.store import (SESSION_FORMAT, SESSION_VERSION, AppSession, Busy, Full, SessionStore,
                                   check_interaction, decode_mask, settings_json)
-from label_prop.data.io import DAVIS_PALETTE
+from label_prop.data.io import DAVIS_PALETTE, palette_png_bytes
 from label_prop.data.video import OverlayWriter
 from label_prop.interactive.session import InteractiveConfig
 from label_prop.propagation.features import FrameEncoder
@@ -115,21 +115,13 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _palette_png(ids: np.ndarray) -> bytes:
-    im = Image.fromarray(ids.astype(np.uint8), mode="P")
-    im.putpalette(DAVIS_PALETTE.ravel().tolist())
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def masks_zip(s: AppSession) -> bytes:
     """Every frame's mask as a palette PNG in a zip, DAVIS layout ``<name>/<stem>.png``."""
     masks = s.session.masks()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         for stem, m in zip(s.stems, masks):
-            z.writestr(f"{s.source.name}/{stem}.png", _palette_png(m))
+            z.writestr(f"{s.source.name}/{stem}.png", palette_png_bytes(m))
     return buf.getvalue()
 
 

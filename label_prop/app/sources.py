@@ -147,13 +147,12 @@ def read_source(source: Source, real: Path, first: int | None, max_frames: int
     """
     if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
         raise SourceError(f"frames must be an integer >= 1, got {first!r}")
-    want = first if first is not None else None
     if source.kind == "frames":
-        total = source.frames if want is None else min(want, source.frames)
+        total = source.frames if first is None else min(first, source.frames)
         if total > max_frames:
             raise SourceError(f"{source.path!r} has {total} frames, more than the limit of {max_frames} "
                               f"(--max-frames); ask for its first frames only", 413)
-    limit = max_frames + 1 if want is None else min(want, max_frames + 1)
+    limit = max_frames + 1 if first is None else min(first, max_frames + 1)
     try:
         video = VideoFrames(real, max_frames=limit)
         frames, stems = [], []

@@ -51,13 +51,6 @@ class Full(RuntimeError):
     """The app holds its most sessions (503)."""
 
 
-def encode_mask_png(ids: np.ndarray) -> str:
-    """``[H, W]`` uint8 ids as a base64 greyscale PNG (lossless; for the session file)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8), mode="L").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def decode_mask(data: bytes, size: tuple[int, int], what: str = "mask") -> np.ndarray:
     """A mask PNG (palette indices or greyscale values = object ids; 255 = void) as ``[H, W]`` uint8.
 

@@ -12,6 +12,7 @@ colours in any viewer and read back as ids.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -117,20 +118,37 @@ def read_annotation(path: str | os.PathLike, binary: bool | None) -> np.ndarray:
     return m
 
 
+def _palette_image(ids: np.ndarray, name: str) -> Image.Image:
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"{name}: ids must be [H, W], got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() > 255):
+        raise ValueError(f"{name}: ids must be in 0..255")
+    im = Image.fromarray(ids.astype(np.uint8), mode="P")
+    im.putpalette(DAVIS_PALETTE.ravel().tolist())
+    return im
+
+
 def write_palette_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Write object ids ``[H, W]`` (uint8) as a palette PNG with the DAVIS palette, atomically.
 
     Raises:
         ValueError: ``ids`` is not 2-D or has values outside 0..255.
     """
-    ids = np.asarray(ids)
-    if ids.ndim != 2:
-        raise ValueError(f"{path}: ids must be [H, W], got shape {ids.shape}")
-    if ids.size and (ids.min() < 0 or ids.max() > 255):
-        raise ValueError(f"{path}: ids must be in 0..255")
-    im = Image.fromarray(ids.astype(np.uint8), mode="P")
-    im.putpalette(DAVIS_PALETTE.ravel().tolist())
+    im = _palette_image(ids, str(path))
     atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
+
+
+def palette_png_bytes(ids: np.ndarray) -> bytes:
+    """The bytes of the palette PNG :func:`write_palette_png` writes for ids ``[H, W]`` (for a
+    zip or an HTTP response).
+
+    Raises:
+        ValueError: ``ids`` is not 2-D or has values outside 0..255.
+    """
+    buf = io.BytesIO()
+    _palette_image(ids, "mask").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def write_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> None:
